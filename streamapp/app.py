@@ -1,0 +1,50 @@
+"""The Faust application.
+
+``create_app(settings)`` builds an app from a settings object (tests build
+their own); the module-level ``app`` is the one ``faust -A streamapp worker``
+runs.  Agents and tables are found by autodiscovery in the ``agents`` and
+``tables`` packages and our web views in ``streamapp.web``.
+"""
+from __future__ import annotations
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+
+from .config import Settings, settings
+
+
+def broker_urls(bootstrap: str) -> str:
+    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+def create_app(cfg: Settings) -> faust.App:
+    app = faust.App(
+        cfg.app_id,
+        broker=broker_urls(cfg.kafka_bootstrap),
+        autodiscover=["agents", "tables", "streamapp.web"],
+        origin="streamapp",
+        store=cfg.table_store,
+        datadir=cfg.data_dir,
+        topic_partitions=cfg.topic_partitions,
+        topic_replication_factor=cfg.topic_replicas,
+        table_standby_replicas=cfg.table_standby_replicas,
+        processing_guarantee=cfg.processing_guarantee,
+        consumer_auto_offset_reset="earliest",
+        # Durable before acknowledged: every produce waits for all in-sync replicas.
+        producer_acks=-1,
+        # Rebalances should not stall on slow batches: allow long store retries.
+        broker_max_poll_interval=300.0,
+        web_host=cfg.web_host,
+        web_bind=cfg.web_host,
+        web_port=cfg.web_port,
+        # Operator endpoints on purpose (they are off by default outside debug):
+        web_stats_enabled=True,       # / and /assignment/: sensor stats, partitions
+        web_graph_enabled=False,      # /graph/ needs pydot + graphviz; not worth it
+        web_metrics_enabled=True,     # /performance/: event-loop latency
+        web_cors_options={},
+    )
+    setup_prometheus_sensors(app, name_prefix="faust")
+    return app
+
+
+app = create_app(settings)

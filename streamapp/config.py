@@ -1,0 +1,135 @@
+"""All settings, read from the environment in one place.
+
+Nothing else in the code base reads ``os.environ``.  Each setting has a
+default that works with the local stack (``scripts/stack.py``) and a comment
+that says what it controls and why the default is what it is.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- connections -----------------------------------------------------
+    #: Kafka bootstrap servers, ``host:port[,host:port]``.
+    kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    #: PostgreSQL DSN.  The local stack trusts loopback connections, so the
+    #: default carries no password; in other deployments put it in the DSN
+    #: through the environment (never in code).
+    postgres_dsn: str = field(default_factory=lambda: _env(
+        "POSTGRES_DSN", "postgresql://streamapp@127.0.0.1:5432/streamapp"))
+    #: MongoDB URL; the path names the database.
+    mongodb_url: str = field(default_factory=lambda: _env("MONGODB_URL", "mongodb://127.0.0.1:27017/streamapp"))
+    redis_url: str = field(default_factory=lambda: _env("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    #: Elasticsearch 8 or OpenSearch 2 URL (the audit store).  Empty disables
+    #: audit indexing; audit events then simply wait on Kafka.
+    elasticsearch_url: str = field(default_factory=lambda: _env("ELASTICSEARCH_URL", "http://127.0.0.1:9200"))
+
+    # --- the Faust app ---------------------------------------------------
+    app_id: str = field(default_factory=lambda: _env("STREAMAPP_ID", "streamapp"))
+    #: Prefix of every topic we own, so several deployments can share a cluster.
+    topic_prefix: str = field(default_factory=lambda: _env("TOPIC_PREFIX", "streamapp"))
+    #: Partitions per event topic.  This caps the number of workers that can
+    #: share the work (one partition is consumed by one worker), so it is set
+    #: above today's worker count: 8 lets us grow to 8 workers without
+    #: re-keying.  Tables' changelog topics get the same count (Faust requires
+    #: co-partitioning of a table with the stream that updates it).
+    topic_partitions: int = field(default_factory=lambda: _env_int("TOPIC_PARTITIONS", 8))
+    #: Replication factor of our topics; 1 on a single local broker, 3 on a
+    #: real cluster.
+    topic_replicas: int = field(default_factory=lambda: _env_int("TOPIC_REPLICAS", 1))
+    #: Table store.  RocksDB (via ``rocksdict``) keeps table state on disk so a
+    #: restarted worker recovers from its local files plus the changelog tail
+    #: instead of replaying the whole changelog; unit tests use ``memory://``.
+    table_store: str = field(default_factory=lambda: _env("TABLE_STORE", "rocksdb://"))
+    #: Where the worker keeps its table files.
+    data_dir: str = field(default_factory=lambda: _env("STREAMAPP_DATA_DIR", ".stack/data/worker"))
+    #: Standby replicas of each table partition on other workers, for fast
+    #: fail-over when several workers run.
+    table_standby_replicas: int = field(default_factory=lambda: _env_int("TABLE_STANDBY_REPLICAS", 1))
+    #: ``at_least_once`` or ``exactly_once``.  See the README: stores are
+    #: idempotent either way; exactly-once keeps table counts exact across
+    #: crashes by committing changelog writes and offsets in one transaction.
+    processing_guarantee: str = field(default_factory=lambda: _env("PROCESSING_GUARANTEE", "exactly_once"))
+    web_host: str = field(default_factory=lambda: _env("WEB_HOST", "127.0.0.1"))
+    web_port: int = field(default_factory=lambda: _env_int("WEB_PORT", 6066))
+
+    # --- batching and retries --------------------------------------------
+    #: Sinks write at most this many events per round trip ...
+    batch_size: int = field(default_factory=lambda: _env_int("BATCH_SIZE", 500))
+    #: ... or whatever arrived within this many seconds.  Small enough to keep
+    #: end-to-end latency well under a second, large enough to amortise the
+    #: round trip under load.  ``BATCH_SIZE=1`` gives the per-event baseline.
+    batch_within_s: float = field(default_factory=lambda: _env_float("BATCH_WITHIN_S", 0.2))
+    #: Backoff between retries of a failed store write: starts here ...
+    retry_initial_s: float = field(default_factory=lambda: _env_float("RETRY_INITIAL_S", 0.2))
+    #: ... doubles up to this cap, and never gives up (an event is not dropped
+    #: because a store is down; the agent pauses and Kafka holds the rest).
+    retry_max_s: float = field(default_factory=lambda: _env_float("RETRY_MAX_S", 5.0))
+
+    # --- windows and rankings --------------------------------------------
+    #: Tumbling window of rating counts ("most rated this minute").
+    tumbling_window_s: int = field(default_factory=lambda: _env_int("TUMBLING_WINDOW_S", 60))
+    #: Hopping window ("most rated in the last hour", moving every 5 min).
+    hopping_window_s: int = field(default_factory=lambda: _env_int("HOPPING_WINDOW_S", 3600))
+    hopping_step_s: int = field(default_factory=lambda: _env_int("HOPPING_STEP_S", 300))
+    #: How long closed windows are kept before expiry; one extra window of
+    #: each kind, so "the previous window" stays readable.
+    window_expires_s: int = field(default_factory=lambda: _env_int("WINDOW_EXPIRES_S", 7200))
+    #: A rating whose time is older than its window's end plus this grace is
+    #: late: it counts in the all-time table only.
+    late_grace_s: int = field(default_factory=lambda: _env_int("LATE_GRACE_S", 10))
+    #: Minimum votes for the "best rated" leaderboard, so one 10/10 vote does
+    #: not top the chart.
+    min_votes: int = field(default_factory=lambda: _env_int("MIN_VOTES", 5))
+    #: How often table counts are mirrored into Redis leaderboards.
+    mirror_interval_s: float = field(default_factory=lambda: _env_float("MIRROR_INTERVAL_S", 1.0))
+    #: Viewing sessions expire from Redis this long after the last heartbeat.
+    session_ttl_s: int = field(default_factory=lambda: _env_int("SESSION_TTL_S", 1800))
+    #: Catalog read-through cache lifetime in Redis.
+    catalog_cache_ttl_s: int = field(default_factory=lambda: _env_int("CATALOG_CACHE_TTL_S", 300))
+    #: Dedup markers for non-idempotent Redis updates live this long; longer
+    #: than any replay window we expect (Kafka retention of a day).
+    dedupe_ttl_s: int = field(default_factory=lambda: _env_int("DEDUPE_TTL_S", 86400))
+
+    # --- audit ------------------------------------------------------------
+    #: Index name prefix; documents go to ``<prefix>-YYYY.MM.DD``.
+    audit_index_prefix: str = field(default_factory=lambda: _env("AUDIT_INDEX_PREFIX", "streamapp-audit"))
+    #: Key used to hash PII (e-mails) in audit documents.  Set it in the
+    #: environment in production; without it a per-deployment constant from
+    #: the app id is used, which still never stores the raw value.
+    audit_hash_key: str = field(default_factory=lambda: _env("AUDIT_HASH_KEY", ""))
+
+    def topic(self, name: str) -> str:
+        """Full topic name for one of our streams."""
+        return f"{self.topic_prefix}.{name}"
+
+    def with_overrides(self, **changes) -> "Settings":
+        """A copy with some settings replaced (tests build apps this way)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+
+settings = Settings()

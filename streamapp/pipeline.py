@@ -1,0 +1,116 @@
+"""What every S2 agent does with a batch: decode, dead-letter, write, report.
+
+The flow for one batch of raw Kafka events:
+
+1. decode each value strictly (``streamapp.codec``);
+2. send what cannot be decoded to the dead-letter topic, original bytes in
+   the value and the reason in headers, and wait until Kafka has it;
+3. hand the good events to the agent's sink, retrying transient store
+   failures forever with backoff (``stores.base.retrying``);
+4. publish what happened to the outcomes topic (S2 talks back to Kafka, and
+   the audit agent S3 listens).
+
+Faust acknowledges the batch's offsets only after this returns, so nothing
+is committed before it is durable.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Awaitable, Callable, List, Sequence, Tuple
+
+import orjson
+from faust.types import EventT
+
+from . import metrics
+from .codec import Rejection, decode
+from .records import Event
+from .stores.base import retrying
+from .topics import STREAMS, deadletter_topic, outcomes_topic
+
+log = logging.getLogger(__name__)
+
+#: A sink step: (store name, coroutine that writes the events).
+Step = Tuple[str, Callable[[Sequence[Event]], Awaitable[object]]]
+
+
+Decoded = Tuple[EventT, Event]
+
+
+def split(stream: str, batch: Sequence[EventT]) -> Tuple[List[Decoded], List[Tuple[EventT, Rejection]]]:
+    """Decode a batch into (raw, event) pairs and (raw, rejection) pairs."""
+    accepted = STREAMS[stream].event_types
+    good: List[Decoded] = []
+    bad: List[Tuple[EventT, Rejection]] = []
+    for raw in batch:
+        result = decode(raw.value, accepted)
+        if isinstance(result, Rejection):
+            bad.append((raw, result))
+        else:
+            good.append((raw, result))
+    return good, bad
+
+
+async def handle_batch(stream: str, batch: Sequence[EventT], steps: Sequence[Step]) -> List[Decoded]:
+    """Run one batch through decode → dead letters → sinks → outcomes.
+
+    Returns the accepted events with their raw Kafka events (tables need the
+    latter for event time).
+    """
+    metrics.events_consumed.labels(stream=stream).inc(len(batch))
+    pairs, bad = split(stream, batch)
+    good = [event for _, event in pairs]
+    pending = [await dead_letter(stream, raw, why) for raw, why in bad]
+    for store, write in steps:
+        if good:
+            await retrying(store, lambda: write(good),
+                           on_retry=lambda exc, store=store: report_retry(stream, store, good, exc))
+            metrics.events_stored.labels(store=store, stream=stream).inc(len(good))
+            pending.append(await report(stream, store, "stored", good))
+    await asyncio.gather(*pending)  # delivered (acks=all) before offsets move
+    return pairs
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+async def dead_letter(stream: str, raw: EventT, why: Rejection):
+    """Park a bad message on the dead-letter topic; returns its delivery future."""
+    metrics.events_rejected.labels(stream=stream, reason=why.code).inc()
+    log.info("dead letter from %s: %s (%s)", stream, why.code, why.detail)
+    message = raw.message
+    headers = [
+        ("x-reason", why.code.encode()),
+        ("x-detail", why.detail.encode("utf-8", "replace")),
+        ("x-source-topic", message.topic.encode()),
+        ("x-source-partition", str(message.partition).encode()),
+        ("x-source-offset", str(message.offset).encode()),
+        ("x-rejected-at", _now().encode()),
+    ]
+    value = raw.value if isinstance(raw.value, (bytes, type(None))) else bytes(raw.value)
+    fut = await deadletter_topic.send(key=message.key, value=value, headers=headers)
+    outcome = await outcomes_topic.send(key=stream.encode(), value=orjson.dumps({
+        "status": "rejected", "stream": stream, "store": None, "reason": why.code,
+        "detail": why.detail, "at": _now(),
+        "events": [[why.event_id, None, why.event_type]] if why.event_id else [],
+        "source": f"{message.topic}/{message.partition}/{message.offset}",
+    }))
+    return asyncio.gather(fut, outcome)
+
+
+async def report(stream: str, store: str, status: str, events: Sequence[Event], **extra):
+    """Publish one outcome message for a batch; returns its delivery future."""
+    body = {"status": status, "stream": stream, "store": store, "at": _now(),
+            "events": [[e.event_id, e.occurred_at.isoformat(), e.TYPE] for e in events],
+            **extra}
+    return await outcomes_topic.send(key=stream.encode(), value=orjson.dumps(body))
+
+
+async def report_retry(stream: str, store: str, events: Sequence[Event], exc: BaseException) -> None:
+    try:
+        await report(stream, store, "retried", events,
+                     reason=type(exc).__name__, detail=str(exc)[:300])
+    except Exception:  # reporting must never turn a retry into a crash
+        log.exception("could not publish retry outcome")

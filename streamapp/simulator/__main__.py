@@ -1,0 +1,122 @@
+"""S1, the simulator: ``python -m streamapp.simulator --help``.
+
+Feeds the typed topics with a plausible stream (see ``world.py``), shows a
+progress bar with the live rate, and prints a summary of what it produced,
+which is also what the stores should hold afterwards (``--summary-json``).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from datetime import datetime
+from typing import List
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from tqdm import tqdm
+
+from ..config import settings
+from ..topics import STREAMS
+from .world import World
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m streamapp.simulator", description=__doc__)
+    p.add_argument("--count", type=int, default=10_000,
+                   help="events to produce; 0 runs until stopped (default 10000)")
+    p.add_argument("--rate", type=float, default=None,
+                   help="events per second; 0 = as fast as possible "
+                        "(default: 0 with a --count, 200 when --count 0)")
+    p.add_argument("--seed", type=int, default=1, help="same seed, same events (default 1)")
+    p.add_argument("--users", type=int, default=2_000, help="users in the world (default 2000)")
+    p.add_argument("--titles", type=int, default=500, help="titles in the catalog (default 500)")
+    p.add_argument("--bad-share", type=float, default=0.0,
+                   help="share of deliberately bad events, e.g. 0.01 (default 0)")
+    p.add_argument("--epoch", type=datetime.fromisoformat, default=None,
+                   help="ISO time of the first event (default: now); fixes timestamps too")
+    p.add_argument("--summary-json", default=None, help="also write the summary to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if args.rate is None:
+        args.rate = 200.0 if args.count == 0 else 0.0
+    return args
+
+
+async def ensure_topics(bootstrap: str) -> None:
+    """Create our topics with the configured partition count if missing."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        names = [s.topic_name for s in STREAMS.values()] + [
+            settings.topic("deadletter"), settings.topic("outcomes")]
+        missing = [NewTopic(n, settings.topic_partitions, settings.topic_replicas)
+                   for n in names if n not in existing]
+        if missing:
+            await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+async def produce(args: argparse.Namespace) -> dict:
+    await ensure_topics(settings.kafka_bootstrap)
+    world = World(args.seed, args.users, args.titles, args.bad_share, args.epoch)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                enable_idempotence=True, linger_ms=5,
+                                max_batch_size=256 * 1024)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await producer.start()
+    bar = tqdm(total=args.count or None, unit="ev", disable=args.quiet, smoothing=0.1,
+               dynamic_ncols=True)
+    pending: list = []
+    started = time.monotonic()
+    try:
+        for n, (stream, key, value, ts, _bad) in enumerate(world.events(args.count), 1):
+            if stop.is_set():
+                break
+            pending.append(await producer.send(
+                STREAMS[stream].topic_name, value=value, key=key,
+                timestamp_ms=int(ts * 1000)))
+            if len(pending) >= 2000:
+                await asyncio.gather(*pending)
+                bar.update(len(pending))
+                pending.clear()
+            if args.rate:
+                ahead = n / args.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    if pending:
+                        await asyncio.gather(*pending)
+                        bar.update(len(pending))
+                        pending.clear()
+                    await asyncio.sleep(ahead)
+        await asyncio.gather(*pending)
+        bar.update(len(pending))
+    finally:
+        bar.close()
+        await producer.stop()
+    summary = world.summary()
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    summary["rate"] = round(summary["events"] / max(summary["seconds"], 1e-9), 1)
+    return summary
+
+
+def main(argv: List[str] = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    summary = asyncio.run(produce(args))
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.summary_json:
+        with open(args.summary_json, "w") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""One module per store: connection, schema or indexes, batched idempotent
+writes.  ``stores`` holds the process-wide clients, created lazily so a store
+that is down at start-up is retried like any other outage."""
+from __future__ import annotations
+
+from ..config import Settings, settings
+from .audit import AuditStore
+from .mongo import MongoStore
+from .postgres import PostgresStore
+from .redis import RedisStore
+
+
+class Stores:
+    def __init__(self, cfg: Settings) -> None:
+        self.postgres = PostgresStore(cfg.postgres_dsn)
+        self.mongo = MongoStore(cfg.mongodb_url)
+        self.redis = RedisStore(cfg.redis_url, session_ttl_s=cfg.session_ttl_s,
+                                dedupe_ttl_s=cfg.dedupe_ttl_s,
+                                cache_ttl_s=cfg.catalog_cache_ttl_s)
+        self.audit = AuditStore(cfg.elasticsearch_url, cfg.audit_index_prefix)
+
+    async def close(self) -> None:
+        for store in (self.postgres, self.mongo, self.redis, self.audit):
+            await store.close()
+
+
+stores = Stores(settings)

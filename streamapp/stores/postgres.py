@@ -1,0 +1,265 @@
+"""PostgreSQL: users, subscriptions, payments, preferences and ratings.
+
+One transaction per batch, a handful of set-based statements per transaction
+(``INSERT ... SELECT FROM unnest(...)``), whatever the batch size.  The
+``applied_events`` ledger makes every account event apply exactly once;
+ratings use their own primary key the same way.  Migrations are versioned
+SQL files applied at start under an advisory lock, so several workers can
+start together.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from importlib import resources
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import asyncpg
+
+from ..records import Event
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_LOCK = 0x5742_4D47  # any constant shared by all workers
+
+
+class PostgresStore:
+    name = "postgres"
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._pool: asyncpg.Pool | None = None
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4,
+                                             command_timeout=30)
+            async with pool.acquire() as conn:
+                await migrate(conn)
+            self._pool = pool
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def ping(self) -> bool:
+        pool = await self.pool()
+        return await pool.fetchval("SELECT 1") == 1
+
+    async def write_accounts(self, events: Sequence[Event]) -> int:
+        """Apply account events once each; returns how many were new."""
+        pool = await self.pool()
+        async with pool.acquire() as conn, conn.transaction():
+            fresh = await _claim(conn, events)
+            if fresh:
+                await _apply_accounts(conn, fresh)
+            return len(fresh)
+
+    async def write_ratings(self, events: Sequence[Event]) -> Dict[str, Tuple[int, int]]:
+        """Store ratings once each; returns exact (votes, score_sum) per title touched."""
+        pool = await self.pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await _infer_users(conn, {e.user_id for e in events}, events)
+            new_rows = await conn.fetch(
+                """INSERT INTO ratings (event_id, user_id, movie_id, score, occurred_at)
+                   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[],
+                                        $5::timestamptz[])
+                   ON CONFLICT (event_id) DO NOTHING
+                   RETURNING movie_id, score""",
+                *_columns(events, "event_id", "user_id", "movie_id", "score", "occurred_at"))
+            added: Dict[str, List[int]] = defaultdict(lambda: [0, 0])
+            for row in new_rows:
+                added[row["movie_id"]][0] += 1
+                added[row["movie_id"]][1] += row["score"]
+            if added:
+                await conn.execute(
+                    """INSERT INTO title_rating_totals AS t (movie_id, votes, score_sum)
+                       SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+                       ON CONFLICT (movie_id) DO UPDATE
+                       SET votes = t.votes + EXCLUDED.votes,
+                           score_sum = t.score_sum + EXCLUDED.score_sum""",
+                    list(added), [v[0] for v in added.values()], [v[1] for v in added.values()])
+            movie_ids = sorted({e.movie_id for e in events})
+            rows = await conn.fetch(
+                "SELECT movie_id, votes, score_sum FROM title_rating_totals"
+                " WHERE movie_id = ANY($1::text[])", movie_ids)
+            return {r["movie_id"]: (r["votes"], r["score_sum"]) for r in rows}
+
+
+async def migrate(conn: asyncpg.Connection) -> List[str]:
+    """Apply the SQL files in ``migrations/`` that this database has not seen."""
+    applied: List[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+                                  version text PRIMARY KEY,
+                                  applied_at timestamptz NOT NULL DEFAULT now())""")
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        folder = resources.files(__package__) / "migrations"
+        for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+            version = entry.name.removesuffix(".sql")
+            if not entry.name.endswith(".sql") or version in done:
+                continue
+            await conn.execute(entry.read_text())
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            applied.append(version)
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    return applied
+
+
+def _columns(events: Iterable[Event], *names: str) -> List[list]:
+    events = list(events)
+    return [[getattr(e, n) for e in events] for n in names]
+
+
+async def _claim(conn: asyncpg.Connection, events: Sequence[Event]) -> List[Event]:
+    """Record events in the ledger; return those not applied before, in order."""
+    rows = await conn.fetch(
+        """INSERT INTO applied_events (event_id, event_type, subject_id, occurred_at)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])
+           ON CONFLICT (event_id) DO NOTHING RETURNING event_id""",
+        [e.event_id for e in events], [e.TYPE for e in events],
+        [e.user_id for e in events], [e.occurred_at for e in events])
+    fresh_ids = {str(r["event_id"]) for r in rows}
+    seen: set = set()
+    fresh = []
+    for e in events:  # keep stream order; drop in-batch duplicates too
+        if e.event_id in fresh_ids and e.event_id not in seen:
+            seen.add(e.event_id)
+            fresh.append(e)
+    return fresh
+
+
+def _last_per(events: Iterable[Event], *key_fields: str) -> List[Event]:
+    """The last event per key (stream order is the order of truth)."""
+    latest: Dict[tuple, Event] = {}
+    for e in events:
+        latest[tuple(getattr(e, f) for f in key_fields)] = e
+    return list(latest.values())
+
+
+async def _infer_users(conn, user_ids: set, events: Sequence[Event]) -> None:
+    """Create placeholder users that events refer to before their sign-up arrives."""
+    if not user_ids:
+        return
+    now = max(e.occurred_at for e in events)
+    await conn.execute(
+        """INSERT INTO users (user_id, inferred, updated_at)
+           SELECT u, true, $2 FROM unnest($1::text[]) AS u
+           ON CONFLICT (user_id) DO NOTHING""", sorted(user_ids), now)
+
+
+async def _apply_accounts(conn: asyncpg.Connection, events: List[Event]) -> None:
+    """Apply fresh account events in causal order, one statement per kind."""
+    by_type: Dict[str, List[Event]] = defaultdict(list)
+    for e in events:
+        by_type[e.TYPE].append(e)
+
+    registered = _last_per(by_type["user.registered"], "user_id")
+    if registered:
+        await conn.execute(
+            """INSERT INTO users AS u (user_id, email, display_name, country, birth_year,
+                                       inferred, registered_at, updated_at)
+               SELECT r.*, false, r.at, r.at FROM unnest($1::text[], $2::text[], $3::text[],
+                   $4::text[], $5::int[], $6::timestamptz[])
+                   AS r(user_id, email, display_name, country, birth_year, at)
+               ON CONFLICT (user_id) DO UPDATE SET
+                   email = EXCLUDED.email, display_name = EXCLUDED.display_name,
+                   country = EXCLUDED.country, birth_year = EXCLUDED.birth_year,
+                   inferred = false, registered_at = EXCLUDED.registered_at,
+                   updated_at = GREATEST(u.updated_at, EXCLUDED.updated_at)""",
+            *_columns(registered, "user_id", "email", "display_name", "country",
+                      "birth_year", "occurred_at"))
+
+    await _infer_users(conn, {e.user_id for e in events if e.TYPE != "user.registered"}, events)
+
+    for e in by_type["user.updated"]:  # rare; applied one by one to keep field merges simple
+        await conn.execute(
+            """UPDATE users SET display_name = COALESCE($2, display_name),
+                                country = COALESCE($3, country),
+                                email = COALESCE($4, email),
+                                updated_at = GREATEST(updated_at, $5)
+               WHERE user_id = $1""",
+            e.user_id, e.display_name, e.country, e.email, e.occurred_at)
+
+    subs_referenced = [e for t in ("subscription.changed", "subscription.cancelled",
+                                   "payment.processed", "payment.failed")
+                       for e in by_type[t]]
+    started = _last_per(by_type["subscription.started"], "subscription_id")
+    if started:
+        await conn.execute(
+            """INSERT INTO subscriptions AS s (subscription_id, user_id, plan, status,
+                   price_cents, currency, started_at, updated_at)
+               SELECT r.subscription_id, r.user_id, r.plan, 'active', r.price_cents,
+                      r.currency, r.at, r.at
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[],
+                           $6::timestamptz[])
+                   AS r(subscription_id, user_id, plan, price_cents, currency, at)
+               ON CONFLICT (subscription_id) DO UPDATE SET
+                   plan = EXCLUDED.plan, price_cents = EXCLUDED.price_cents,
+                   currency = EXCLUDED.currency, started_at = EXCLUDED.started_at,
+                   status = CASE WHEN s.status = 'inferred' THEN 'active' ELSE s.status END,
+                   updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)""",
+            *_columns(started, "subscription_id", "user_id", "plan", "price_cents",
+                      "currency", "occurred_at"))
+    if subs_referenced:
+        inferred = _last_per(subs_referenced, "subscription_id")
+        await conn.execute(
+            """INSERT INTO subscriptions (subscription_id, user_id, plan, status,
+                   price_cents, currency, updated_at)
+               SELECT r.sid, r.uid, 'unknown', 'inferred', 0, 'XXX', r.at
+               FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS r(sid, uid, at)
+               ON CONFLICT (subscription_id) DO NOTHING""",
+            *_columns(inferred, "subscription_id", "user_id", "occurred_at"))
+
+    changed = _last_per(by_type["subscription.changed"], "subscription_id")
+    if changed:
+        await conn.execute(
+            """UPDATE subscriptions s SET plan = r.plan, price_cents = r.price_cents,
+                      currency = r.currency, updated_at = GREATEST(s.updated_at, r.at)
+               FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::timestamptz[])
+                   AS r(sid, plan, price_cents, currency, at)
+               WHERE s.subscription_id = r.sid""",
+            *_columns(changed, "subscription_id", "plan", "price_cents", "currency",
+                      "occurred_at"))
+    cancelled = _last_per(by_type["subscription.cancelled"], "subscription_id")
+    if cancelled:
+        await conn.execute(
+            """UPDATE subscriptions s SET status = 'cancelled', cancelled_at = r.at,
+                      cancel_reason = r.reason, updated_at = GREATEST(s.updated_at, r.at)
+               FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS r(sid, reason, at)
+               WHERE s.subscription_id = r.sid""",
+            *_columns(cancelled, "subscription_id", "reason", "occurred_at"))
+
+    payments = by_type["payment.processed"] + by_type["payment.failed"]
+    if payments:
+        await conn.execute(
+            """INSERT INTO payments (payment_id, event_id, user_id, subscription_id, status,
+                   amount_cents, currency, card_token, card_last4, failure_reason, occurred_at)
+               SELECT r.pid, r.eid, r.uid, r.sid, r.status, r.amount, r.currency, r.token,
+                      r.last4, r.reason, r.at
+               FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                           $6::int[], $7::text[], $8::text[], $9::text[], $10::text[],
+                           $11::timestamptz[])
+                   AS r(pid, eid, uid, sid, status, amount, currency, token, last4, reason, at)
+               ON CONFLICT (payment_id) DO NOTHING""",
+            [e.payment_id for e in payments], [e.event_id for e in payments],
+            [e.user_id for e in payments], [e.subscription_id for e in payments],
+            [e.TYPE.split(".")[1] for e in payments], [e.amount_cents for e in payments],
+            [e.currency for e in payments], [e.card_token for e in payments],
+            [e.card_last4 for e in payments],
+            [getattr(e, "failure_reason", None) for e in payments],
+            [e.occurred_at for e in payments])
+
+    prefs = _last_per(by_type["preference.set"], "user_id", "key")
+    if prefs:
+        await conn.execute(
+            """INSERT INTO preferences AS p (user_id, key, value, updated_at)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+               ON CONFLICT (user_id, key) DO UPDATE SET value = EXCLUDED.value,
+                   updated_at = EXCLUDED.updated_at
+               WHERE p.updated_at <= EXCLUDED.updated_at""",
+            *_columns(prefs, "user_id", "key", "value", "occurred_at"))

@@ -1,0 +1,82 @@
+"""Topics: one per kind of data, JSON on the wire, keyed for ordering.
+
+Events that must stay in order share a topic and a key: everything about a
+user (sign-up, subscription, payments, preferences, sessions) is keyed by
+``user_id``; ratings and catalog edits by ``movie_id``, so the per-title
+tables are co-partitioned with the ratings stream.
+
+Values are consumed as raw bytes and decoded by ``streamapp.codec``; see its
+docstring for why.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, FrozenSet
+
+from .app import app
+from .config import settings
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A source topic and the event types it accepts."""
+
+    name: str
+    event_types: FrozenSet[str]
+
+    @property
+    def topic_name(self) -> str:
+        return settings.topic(self.name)
+
+
+STREAMS: Dict[str, Stream] = {s.name: s for s in (
+    Stream("users", frozenset({"user.registered", "user.updated"})),
+    Stream("subscriptions", frozenset({
+        "subscription.started", "subscription.changed", "subscription.cancelled"})),
+    Stream("payments", frozenset({"payment.processed", "payment.failed"})),
+    Stream("preferences", frozenset({"preference.set"})),
+    Stream("ratings", frozenset({"rating.submitted"})),
+    Stream("sessions", frozenset({"session.started", "session.heartbeat", "session.ended"})),
+    Stream("catalog", frozenset({"title.upserted", "title.removed"})),
+)}
+
+#: Which stream each event type belongs on.
+STREAM_OF_TYPE: Dict[str, str] = {t: s.name for s in STREAMS.values() for t in s.event_types}
+
+
+def _topic(name: str, **kwargs):
+    return app.topic(
+        settings.topic(name),
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+        replicas=settings.topic_replicas,
+        internal=True,  # declared (created) by the worker with our partition count
+        **kwargs,
+    )
+
+
+users_topic = _topic("users")
+subscriptions_topic = _topic("subscriptions")
+payments_topic = _topic("payments")
+preferences_topic = _topic("preferences")
+ratings_topic = _topic("ratings")
+sessions_topic = _topic("sessions")
+catalog_topic = _topic("catalog")
+
+#: Everything that could not be decoded or validated: original bytes in the
+#: value, the reason in headers (``x-reason``, ``x-source-topic`` ...).
+deadletter_topic = _topic("deadletter")
+#: What S2 did with each batch (stored / rejected / retried, per store);
+#: consumed by the audit agent (S3) and anyone who wants to react to it.
+outcomes_topic = _topic("outcomes")
+
+SOURCE_TOPICS = {
+    "users": users_topic,
+    "subscriptions": subscriptions_topic,
+    "payments": payments_topic,
+    "preferences": preferences_topic,
+    "ratings": ratings_topic,
+    "sessions": sessions_topic,
+    "catalog": catalog_topic,
+}

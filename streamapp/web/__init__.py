@@ -1,0 +1,1 @@
+"""Read views and the dashboard, served by the worker."""

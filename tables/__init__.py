@@ -1,0 +1,1 @@
+"""Faust tables and the mirror of their counts into Redis."""

@@ -1,0 +1,147 @@
+"""Rating counts per title: a tumbling window, a hopping window, all time.
+
+The tables are keyed by ``movie_id``, like the ratings topic, so each worker
+counts the titles of the partitions it owns.  Windows follow event time: the
+Kafka record timestamp, which producers set to ``occurred_at`` (see
+docs/events.md).  Every table is backed by a changelog topic and, in the
+worker, by RocksDB; a restarted worker recovers them from both.
+
+Late ratings: a rating whose every window has already closed (window end plus
+``LATE_GRACE_S`` is in the past) is counted in the all-time tables only,
+never in a closed window, so a published window does not change afterwards.
+
+Leaderboards in Redis are mirrored from these tables with absolute scores,
+so Redis can be rebuilt from Kafka alone.
+"""
+from __future__ import annotations
+
+import logging
+import operator
+import time
+from datetime import timedelta
+from typing import Dict, Iterable, List, Set, Tuple
+
+from streamapp.app import app
+from streamapp.config import settings
+from streamapp.stores import redis as redis_keys
+from streamapp.stores import stores
+
+log = logging.getLogger(__name__)
+
+TUMBLING = "1m" if settings.tumbling_window_s == 60 else f"{settings.tumbling_window_s}s"
+HOPPING = "1h" if settings.hopping_window_s == 3600 else f"{settings.hopping_window_s}s"
+_expires = timedelta(seconds=settings.window_expires_s)
+
+rating_counts_tumbling = app.Table(
+    "rating-counts-tumbling", default=int, key_type=str, value_type=int,
+    partitions=settings.topic_partitions,
+    help="Ratings per title in tumbling windows.",
+).tumbling(settings.tumbling_window_s, expires=_expires).relative_to_stream()
+
+rating_counts_hopping = app.Table(
+    "rating-counts-hopping", default=int, key_type=str, value_type=int,
+    partitions=settings.topic_partitions,
+    help="Ratings per title in hopping windows.",
+).hopping(settings.hopping_window_s, settings.hopping_step_s,
+          expires=_expires).relative_to_stream()
+
+rating_votes = app.Table("rating-votes", default=int, key_type=str, value_type=int,
+                         partitions=settings.topic_partitions,
+                         help="Ratings per title, all time.")
+rating_score_sum = app.Table("rating-score-sum", default=int, key_type=str, value_type=int,
+                             partitions=settings.topic_partitions,
+                             help="Sum of scores per title, all time.")
+
+#: Titles whose counts changed since the last mirror into Redis.
+_dirty: Set[str] = set()
+#: Genres per title, loaded from the catalog once per title.
+_genres: Dict[str, List[str]] = {}
+
+
+def is_late(event_time: float, size: float, step: float, now: float) -> bool:
+    """True when the newest window containing ``event_time`` has closed."""
+    newest_start = event_time - (event_time % step)
+    return newest_start + size + settings.late_grace_s < now
+
+
+def count_ratings(accepted: Iterable[Tuple[object, object]]) -> int:
+    """Count accepted (raw event, rating) pairs; returns how many were late."""
+    now = time.time()
+    late = 0
+    for raw, rating in accepted:
+        movie = rating.movie_id
+        at = raw.message.timestamp
+        rating_votes[movie] += 1
+        rating_score_sum[movie] += rating.score
+        if not is_late(at, settings.tumbling_window_s, settings.tumbling_window_s, now):
+            rating_counts_tumbling[movie].apply(operator.add, 1, event=raw)
+        else:
+            late += 1
+        if not is_late(at, settings.hopping_window_s, settings.hopping_step_s, now):
+            rating_counts_hopping[movie].apply(operator.add, 1, event=raw)
+        _dirty.add(movie)
+    return late
+
+
+def window_start(now: float, size: float, step: float) -> float:
+    """Start of the newest window (of this size and step) that contains ``now``."""
+    return now - (now % step)
+
+
+@rating_votes.on_recover
+async def _mirror_everything_after_recovery() -> None:
+    _dirty.update(rating_votes.keys())
+
+
+async def _genres_of(movie_ids: List[str]) -> Dict[str, List[str]]:
+    missing = [m for m in movie_ids if m not in _genres]
+    if missing:
+        found = await stores.mongo.genres_of(missing)
+        for m in missing:
+            if found.get(m):  # titles not in the catalog yet are asked again next time
+                _genres[m] = found[m]
+    return {m: _genres.get(m, []) for m in movie_ids}
+
+
+def leaderboard_scores(movie_ids: List[str], genres: Dict[str, List[str]],
+                       now: float) -> Tuple[Dict[str, Dict[str, float]], Dict[str, int]]:
+    """Absolute leaderboard scores for these titles, from the tables."""
+    t_key = redis_keys.window_key(TUMBLING, window_start(now, settings.tumbling_window_s,
+                                                         settings.tumbling_window_s))
+    h_key = redis_keys.window_key(HOPPING, window_start(now, settings.hopping_window_s,
+                                                        settings.hopping_step_s))
+    scores: Dict[str, Dict[str, float]] = {redis_keys.RATED_ALL: {}, redis_keys.BEST_RATED: {},
+                                           t_key: {}, h_key: {}}
+    for movie in movie_ids:
+        votes = rating_votes[movie]
+        if not votes:
+            continue
+        scores[redis_keys.RATED_ALL][movie] = votes
+        if votes >= settings.min_votes:
+            scores[redis_keys.BEST_RATED][movie] = round(rating_score_sum[movie] / votes, 4)
+        in_window = rating_counts_tumbling[movie].now()
+        if in_window:
+            scores[t_key][movie] = in_window
+        in_hop = rating_counts_hopping[movie].now()
+        if in_hop:
+            scores[h_key][movie] = in_hop
+        for genre in genres.get(movie, []):
+            scores.setdefault(redis_keys.genre_key(genre), {})[movie] = votes
+    expire = {t_key: settings.window_expires_s, h_key: settings.window_expires_s}
+    return scores, expire
+
+
+@app.timer(interval=settings.mirror_interval_s)
+async def mirror_leaderboards() -> None:
+    """Copy changed titles' counts into Redis sorted sets (idempotent ZADDs)."""
+    if not _dirty:
+        return
+    movie_ids = sorted(_dirty)
+    _dirty.clear()
+    try:
+        genres = await _genres_of(movie_ids)
+        scores, expire = leaderboard_scores(movie_ids, genres, time.time())
+        await stores.redis.mirror(scores, expire)
+    except Exception as exc:  # the next tick tries again; nothing is lost
+        _dirty.update(movie_ids)
+        log.warning("leaderboard mirror deferred: %s: %s", type(exc).__name__, exc)
