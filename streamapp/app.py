@@ -7,6 +7,8 @@ runs.  Agents and tables are found by autodiscovery in the ``agents`` and
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
@@ -18,6 +20,7 @@ def broker_urls(bootstrap: str) -> str:
 
 
 def create_app(cfg: Settings) -> faust.App:
+    Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         cfg.app_id,
         broker=broker_urls(cfg.kafka_bootstrap),

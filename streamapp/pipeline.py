@@ -26,7 +26,7 @@ from faust.types import EventT
 from . import metrics
 from .codec import Rejection, decode
 from .records import Event
-from .stores.base import retrying
+from .stores.base import REFUSED, retrying
 from .topics import STREAMS, deadletter_topic, outcomes_topic
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,43 @@ async def handle_batch(stream: str, batch: Sequence[EventT], steps: Sequence[Ste
     pairs, bad = split(stream, batch)
     good = [event for _, event in pairs]
     pending = [await dead_letter(stream, raw, why) for raw, why in bad]
+    try:
+        await _write(stream, good, steps, pending)
+    except REFUSED as exc:  # a store refused the data itself
+        log.warning("%s batch refused (%s: %s); isolating bad events",
+                    stream, type(exc).__name__, exc)
+        pairs = await _isolate(stream, pairs, steps, pending)
+    await asyncio.gather(*pending)  # delivered (acks=all) before offsets move
+    return pairs
+
+
+async def _write(stream: str, good: Sequence[Event], steps: Sequence[Step], pending: list) -> None:
     for store, write in steps:
         if good:
             await retrying(store, lambda: write(good),
                            on_retry=lambda exc, store=store: report_retry(stream, store, good, exc))
             metrics.events_stored.labels(store=store, stream=stream).inc(len(good))
             pending.append(await report(stream, store, "stored", good))
-    await asyncio.gather(*pending)  # delivered (acks=all) before offsets move
-    return pairs
+
+
+async def _isolate(stream: str, pairs: List[Decoded], steps: Sequence[Step],
+                   pending: list) -> List[Decoded]:
+    """Write events one by one; dead-letter those a store refuses.
+
+    Faust acknowledges a batch even when the agent raises, so an exception
+    must never escape: a refused event goes to the dead-letter topic with the
+    store's reason, where it can be inspected and replayed.
+    """
+    kept: List[Decoded] = []
+    for raw, event in pairs:
+        try:
+            await _write(stream, [event], steps, pending)
+            kept.append((raw, event))
+        except REFUSED as exc:
+            why = Rejection("store_refused", f"{type(exc).__name__}: {exc}"[:300],
+                            event.TYPE, event.event_id)
+            pending.append(await dead_letter(stream, raw, why))
+    return kept
 
 
 def _now() -> str:

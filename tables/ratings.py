@@ -18,8 +18,12 @@ from __future__ import annotations
 import logging
 import operator
 import time
+import weakref
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Dict, Iterable, List, Set, Tuple
+
+from faust.streams import _current_event
 
 from streamapp.app import app
 from streamapp.config import settings
@@ -64,23 +68,43 @@ def is_late(event_time: float, size: float, step: float, now: float) -> bool:
     return newest_start + size + settings.late_grace_s < now
 
 
+@contextmanager
+def _counting(raw):
+    """Make ``raw`` Faust's current event while we update tables for it.
+
+    Tables write each change to the changelog partition of the current event;
+    in a batch (``take_events``) that context is gone, so we set it per event.
+    """
+    token = _current_event.set(weakref.ref(raw))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
 def count_ratings(accepted: Iterable[Tuple[object, object]]) -> int:
     """Count accepted (raw event, rating) pairs; returns how many were late."""
     now = time.time()
     late = 0
     for raw, rating in accepted:
-        movie = rating.movie_id
-        at = raw.message.timestamp
-        rating_votes[movie] += 1
-        rating_score_sum[movie] += rating.score
-        if not is_late(at, settings.tumbling_window_s, settings.tumbling_window_s, now):
-            rating_counts_tumbling[movie].apply(operator.add, 1, event=raw)
-        else:
-            late += 1
-        if not is_late(at, settings.hopping_window_s, settings.hopping_step_s, now):
-            rating_counts_hopping[movie].apply(operator.add, 1, event=raw)
-        _dirty.add(movie)
+        with _counting(raw):
+            late += _count_one(raw, rating, now)
     return late
+
+
+def _count_one(raw, rating, now: float) -> int:
+    """Count one rating; returns 1 when it was too late for the tumbling window."""
+    movie = rating.movie_id
+    at = raw.message.timestamp
+    rating_votes[movie] += 1
+    rating_score_sum[movie] += rating.score
+    _dirty.add(movie)
+    if not is_late(at, settings.hopping_window_s, settings.hopping_step_s, now):
+        rating_counts_hopping[movie].apply(operator.add, 1, event=raw)
+    if is_late(at, settings.tumbling_window_s, settings.tumbling_window_s, now):
+        return 1
+    rating_counts_tumbling[movie].apply(operator.add, 1, event=raw)
+    return 0
 
 
 def window_start(now: float, size: float, step: float) -> float:

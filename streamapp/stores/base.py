@@ -5,7 +5,12 @@ trips as it can, keyed by ``event_id`` so that writing the same batch twice
 changes nothing.  Transient failures (connection lost, server restarting,
 timeouts) are retried forever with capped exponential backoff: the agent
 pauses, Kafka keeps the rest, and no offset is committed past events that are
-not yet durable.  Anything else is a bug or bad data and is raised.
+not yet durable.
+
+Only errors that say "this data is wrong" (a constraint, a bad value, a
+document the server refuses) are raised, so the caller can isolate and
+dead-letter the offending event.  Any other error is retried too: an unknown
+failure stalls one agent visibly (logged, counted) rather than losing data.
 """
 from __future__ import annotations
 
@@ -48,6 +53,27 @@ def _transient_errors() -> Tuple[Type[BaseException], ...]:
 TRANSIENT: Tuple[Type[BaseException], ...] = _transient_errors()
 
 
+def _data_errors() -> Tuple[Type[BaseException], ...]:
+    import asyncpg
+    import pymongo.errors
+    import redis.exceptions
+
+    return (
+        asyncpg.DataError,                          # bad value for a column type
+        asyncpg.IntegrityConstraintViolationError,  # CHECK, FK, NOT NULL, UNIQUE
+        pymongo.errors.BulkWriteError,              # a document the server refused
+        pymongo.errors.WriteError,
+        pymongo.errors.DocumentTooLarge,
+        redis.exceptions.DataError,
+        redis.exceptions.ResponseError,             # e.g. WRONGTYPE
+        ValueError,
+    )
+
+
+#: Errors that mean the data itself was refused; never retried.
+REFUSED: Tuple[Type[BaseException], ...] = _data_errors()
+
+
 async def retrying(store: str, attempt: Callable[[], Awaitable[T]],
                    on_retry: Callable[[BaseException], Awaitable[None]] = None) -> T:
     """Run ``attempt`` until it succeeds, backing off on transient errors."""
@@ -56,11 +82,14 @@ async def retrying(store: str, attempt: Callable[[], Awaitable[T]],
     while True:
         try:
             return await attempt()
-        except TRANSIENT as exc:
+        except REFUSED:
+            raise
+        except Exception as exc:
             failures += 1
             store_retries.labels(store=store).inc()
-            log.warning("%s unavailable (%s: %s); retry %d in %.1fs",
-                        store, type(exc).__name__, exc, failures, delay)
+            level = logging.WARNING if isinstance(exc, TRANSIENT) else logging.ERROR
+            log.log(level, "%s write failed (%s: %s); retry %d in %.1fs",
+                    store, type(exc).__name__, exc, failures, delay)
             if on_retry is not None:
                 await on_retry(exc)
             await asyncio.sleep(delay)

@@ -1,7 +1,7 @@
 """MongoDB: the movie catalog, its relationships and display blobs.
 
-One document per title, ``_id`` = ``movie_id``, written with one
-``bulk_write`` per batch of upserts.  Every update is a ``$set`` of absolute
+One document per title, ``_id`` = ``movie_id``, written with one ``update``
+command carrying the whole batch of upserts.  Every update is a ``$set`` of absolute
 values (never ``$inc``), so replaying a batch converges to the same document.
 Rating aggregates are copied from PostgreSQL's exact totals for the same
 reason.
@@ -12,13 +12,18 @@ only ``$sum``/``$count`` in ``$group``.
 """
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.errors import BulkWriteError
 
 from ..records import Event
+
+#: Update statements per command; see ``_update_many``.
+UPDATE_CHUNK = 32
 
 #: Fields of a title that a catalog event sets (everything but aggregates).
 _TITLE_FIELDS = ("title", "year", "genres", "directors", "similar", "synopsis", "runtime_min")
@@ -32,10 +37,16 @@ class MongoStore:
         self._db_name = urlparse(url).path.lstrip("/") or "streamapp"
         self._client: Optional[AsyncMongoClient] = None
         self._indexed = False
+        # One write at a time per worker.  The catalog and ratings agents both
+        # upsert title documents; concurrent upserts of one new _id race
+        # (E11000), and FerretDB leaks a backend connection on that path until
+        # it stops answering.  Titles are co-partitioned across topics, so no
+        # other worker writes the same documents.
+        self._writing = asyncio.Lock()
 
     async def movies(self):
         if self._client is None:
-            self._client = AsyncMongoClient(self._url, serverSelectionTimeoutMS=3000,
+            self._client = AsyncMongoClient(self._url, serverSelectionTimeoutMS=3000, socketTimeoutMS=15000,
                                             connectTimeoutMS=3000, tz_aware=True)
         collection = self._client[self._db_name]["movies"]
         if not self._indexed:
@@ -56,25 +67,58 @@ class MongoStore:
         reply = await self._client.admin.command("ping")
         return reply.get("ok") == 1
 
+    async def _update_many(self, updates: List[dict], ordered: bool) -> None:
+        """Send many update statements, ``UPDATE_CHUNK`` per ``update`` command.
+
+        This is what ``bulk_write`` sends, issued directly because PyMongo's
+        bulk result parsing expects reply fields (``nModified``) that
+        FerretDB does not always return.  The chunk is small because FerretDB
+        v1 keeps every statement's cursor (and a backend connection) open until
+        the whole command ends: a command with more statements than its
+        connection pool deadlocks the server.  Two concurrent upserts of the same
+        new ``_id`` can make one fail with a duplicate key (E11000); the
+        server's advice is to retry, which we do for those statements only.
+        Other write errors are raised as ``BulkWriteError``.
+        """
+        movies = await self.movies()
+        async with self._writing:
+            await self._send_updates(movies, updates, ordered)
+
+    async def _send_updates(self, movies, updates: List[dict], ordered: bool) -> None:
+        for i in range(0, len(updates), UPDATE_CHUNK):
+            todo = updates[i:i + UPDATE_CHUNK]
+            for _ in range(5):
+                reply = await movies.database.command(
+                    {"update": movies.name, "updates": todo, "ordered": ordered})
+                errors = reply.get("writeErrors") or []
+                if not errors:
+                    break
+                if any(e.get("code") != 11000 for e in errors):
+                    raise _bulk_error(errors)
+                first = min(e["index"] for e in errors)
+                todo = todo[first:] if ordered else [todo[e["index"]] for e in errors]
+            else:
+                raise _bulk_error(errors)
+
     async def write_catalog(self, events: Sequence[Event]) -> int:
         """Upsert titles and mark removals, one round trip."""
-        ops = [_catalog_op(e) for e in events]
-        if ops:
-            await (await self.movies()).bulk_write(ops, ordered=True)
-        return len(ops)
+        updates = [_catalog_update(e) for e in events]
+        if updates:
+            await self._update_many(updates, ordered=True)
+        return len(updates)
 
     async def write_rating_totals(self, totals: Dict[str, Tuple[int, int]]) -> int:
         """Set each title's rating aggregate to the exact totals given."""
-        ops = [
-            UpdateOne({"_id": movie_id},
-                      {"$set": {"ratings": {"count": votes, "sum": score_sum,
-                                            "avg": round(score_sum / votes, 4)}}},
-                      upsert=True)
+        updates = [
+            {"q": {"_id": movie_id},
+             "u": {"$set": {"ratings": {"count": votes, "sum": score_sum,
+                                        "avg": round(score_sum / votes, 4)}}},
+             "upsert": True}
             for movie_id, (votes, score_sum) in sorted(totals.items()) if votes
         ]
-        if ops:
-            await (await self.movies()).bulk_write(ops, ordered=False)
-        return len(ops)
+        if updates:
+            await self._update_many(updates, ordered=False)
+        return len(updates)
 
     async def titles(self, movie_ids: List[str]) -> Dict[str, dict]:
         cursor = (await self.movies()).find({"_id": {"$in": list(movie_ids)}})
@@ -85,14 +129,20 @@ class MongoStore:
         return {doc["_id"]: doc.get("genres", []) async for doc in cursor}
 
 
-def _catalog_op(event: Event) -> UpdateOne:
+def _bulk_error(errors: List[dict]) -> BulkWriteError:
+    return BulkWriteError({"writeErrors": errors, "nInserted": 0, "nUpserted": 0,
+                           "nMatched": 0, "nModified": 0, "nRemoved": 0, "upserted": [],
+                           "writeConcernErrors": []})
+
+
+def _catalog_update(event: Event) -> dict:
     now = datetime.now(timezone.utc)
     if event.TYPE == "title.removed":
-        return UpdateOne({"_id": event.movie_id},
-                         {"$set": {"removed": True, "removed_at": event.occurred_at,
-                                   "removed_reason": event.reason,
-                                   "last_event_id": event.event_id}},
-                         upsert=True)
+        return {"q": {"_id": event.movie_id},
+                "u": {"$set": {"removed": True, "removed_at": event.occurred_at,
+                               "removed_reason": event.reason,
+                               "last_event_id": event.event_id}},
+                "upsert": True}
     doc = {name: getattr(event, name) for name in _TITLE_FIELDS}
     doc["cast"] = [{"name": c.name, "role": c.role} for c in event.cast]
     doc["artwork"] = [
@@ -101,6 +151,6 @@ def _catalog_op(event: Event) -> UpdateOne:
         for a in event.artwork
     ]
     doc.update(removed=False, updated_at=event.occurred_at, last_event_id=event.event_id)
-    return UpdateOne({"_id": event.movie_id},
-                     {"$set": doc, "$setOnInsert": {"created_at": now}},
-                     upsert=True)
+    return {"q": {"_id": event.movie_id},
+            "u": {"$set": doc, "$setOnInsert": {"created_at": now}},
+            "upsert": True}

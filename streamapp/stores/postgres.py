@@ -9,6 +9,7 @@ start together.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from importlib import resources
@@ -29,14 +30,25 @@ class PostgresStore:
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
         self._pool: asyncpg.Pool | None = None
+        self._connecting = asyncio.Lock()
+        # One account transaction at a time per worker: the four account
+        # streams touch the same users, and serialising them here avoids
+        # lock-order deadlocks between their transactions.  Other workers own
+        # other users (co-partitioned topics), so this is enough.
+        self._accounts = asyncio.Lock()
 
     async def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4,
-                                             command_timeout=30)
-            async with pool.acquire() as conn:
-                await migrate(conn)
-            self._pool = pool
+        async with self._connecting:
+            if self._pool is None:
+                pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4,
+                                                 command_timeout=30)
+                try:
+                    async with pool.acquire() as conn:
+                        await migrate(conn)
+                except BaseException:
+                    await pool.close()
+                    raise
+                self._pool = pool
         return self._pool
 
     async def close(self) -> None:
@@ -51,7 +63,7 @@ class PostgresStore:
     async def write_accounts(self, events: Sequence[Event]) -> int:
         """Apply account events once each; returns how many were new."""
         pool = await self.pool()
-        async with pool.acquire() as conn, conn.transaction():
+        async with self._accounts, pool.acquire() as conn, conn.transaction():
             fresh = await _claim(conn, events)
             if fresh:
                 await _apply_accounts(conn, fresh)
@@ -163,7 +175,9 @@ async def _apply_accounts(conn: asyncpg.Connection, events: List[Event]) -> None
         await conn.execute(
             """INSERT INTO users AS u (user_id, email, display_name, country, birth_year,
                                        inferred, registered_at, updated_at)
-               SELECT r.*, false, r.at, r.at FROM unnest($1::text[], $2::text[], $3::text[],
+               SELECT r.user_id, r.email, r.display_name, r.country, r.birth_year,
+                      false, r.at, r.at
+               FROM unnest($1::text[], $2::text[], $3::text[],
                    $4::text[], $5::int[], $6::timestamptz[])
                    AS r(user_id, email, display_name, country, birth_year, at)
                ON CONFLICT (user_id) DO UPDATE SET

@@ -90,13 +90,13 @@ class RedisStore:
     async def ping(self) -> bool:
         return bool(await self.client.ping())
 
-    def _guard(self, pipe, event: Event, *ops: Tuple[str, str, float, str]) -> None:
-        """Queue increments that must count ``event`` at most once."""
+    async def _guard(self, pipe, event: Event, *ops: Tuple[str, str, float, str]) -> None:
+        """Queue (in ``pipe``) increments that must count ``event`` at most once."""
         keys = [f"{P}seen:{event.event_id}"] + [key for _, key, _, _ in ops]
         args: List = [self.dedupe_ttl_s]
         for op, _, amount, member in ops:
             args += [op, amount, member]
-        self._guarded(keys=keys, args=args, client=pipe)
+        await self._guarded(keys=keys, args=args, client=pipe)
 
     async def write_sessions(self, events: Sequence[Event]) -> int:
         """Apply viewing-session events in one pipeline."""
@@ -111,7 +111,7 @@ class RedisStore:
                                                 "ended_at": e.occurred_at.isoformat()})
                     pipe.zrem(WATCHING, e.session_id)
                     pipe.zrem(per_title, e.session_id)
-                    self._guard(pipe, e, ("incrby", count_key(e.TYPE), 1, ""),
+                    await self._guard(pipe, e, ("incrby", count_key(e.TYPE), 1, ""),
                                 ("incrby", P + "watched_seconds", e.watched_s, ""))
                 else:
                     fields = {"user_id": e.user_id, "movie_id": e.movie_id,
@@ -126,7 +126,7 @@ class RedisStore:
                     pipe.hset(sid_key, mapping=fields)
                     pipe.zadd(WATCHING, {e.session_id: seen}, gt=True)
                     pipe.zadd(per_title, {e.session_id: seen}, gt=True)
-                    self._guard(pipe, e, *ops)
+                    await self._guard(pipe, e, *ops)
                 pipe.expire(sid_key, self.session_ttl_s)
             await pipe.execute()
         return len(events)
@@ -135,7 +135,7 @@ class RedisStore:
         """Count events once each (used for streams whose data lives elsewhere)."""
         async with self.client.pipeline(transaction=False) as pipe:
             for e in events:
-                self._guard(pipe, e, ("incrby", count_key(e.TYPE), 1, ""))
+                await self._guard(pipe, e, ("incrby", count_key(e.TYPE), 1, ""))
             await pipe.execute()
 
     async def forget_titles(self, movie_ids: Iterable[str]) -> None:

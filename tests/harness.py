@@ -1,0 +1,164 @@
+"""Shared test plumbing: an isolated namespace on the real stack, a real
+worker process, the simulator, and store resets.
+
+Every test session gets its own topic prefix, consumer group, PostgreSQL
+database, MongoDB database, Redis database and audit index prefix, so runs
+never see each other's data.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def isolated_env(tag: Optional[str] = None) -> Dict[str, str]:
+    """Environment variables that give a run its own corner of every store."""
+    tag = tag or f"t{uuid.uuid4().hex[:8]}"
+    base_dsn = os.environ.get("POSTGRES_DSN", "postgresql://streamapp@127.0.0.1:5432/streamapp")
+    return {
+        "STREAMAPP_ID": f"streamapp-{tag}",
+        "TOPIC_PREFIX": tag,
+        "POSTGRES_DSN": base_dsn.rsplit("/", 1)[0] + "/streamapp_test",
+        "MONGODB_URL": os.environ.get("TEST_MONGODB_URL", "mongodb://127.0.0.1:27017/streamapp_test"),
+        "REDIS_URL": "redis://127.0.0.1:6379/1",
+        "AUDIT_INDEX_PREFIX": f"{tag}-audit",
+        "STREAMAPP_DATA_DIR": str(ROOT / ".stack" / "data" / "test-workers" / tag),
+        "TOPIC_PARTITIONS": "4",
+        "MIRROR_INTERVAL_S": "0.5",
+    }
+
+
+async def reset_stores(env: Dict[str, str]) -> None:
+    """Empty the test databases (not the topics: those are new per tag)."""
+    import asyncpg
+    import redis.asyncio as aioredis
+    from pymongo import AsyncMongoClient
+
+    admin_dsn = env["POSTGRES_DSN"].rsplit("/", 1)[0] + "/streamapp"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'streamapp_test'")
+        if not exists:
+            await conn.execute("CREATE DATABASE streamapp_test")
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(env["POSTGRES_DSN"])
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await conn.close()
+    mongo = AsyncMongoClient(env["MONGODB_URL"])
+    await mongo.drop_database("streamapp_test")
+    await mongo.close()
+    r = aioredis.Redis.from_url(env["REDIS_URL"])
+    await r.flushdb()
+    await r.aclose()
+
+
+def settings_for(env: Dict[str, str]):
+    """A Settings object as a process started with ``env`` would build it."""
+    from streamapp.config import Settings
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        return Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def stores_for(env: Dict[str, str]):
+    from streamapp.stores import Stores
+
+    return Stores(settings_for(env))
+
+
+class Worker:
+    """A real ``faust -A streamapp worker`` process."""
+
+    def __init__(self, env: Dict[str, str], log_path: Path, port: int = 6066) -> None:
+        self.env = {**os.environ, **env, "WEB_PORT": str(port)}
+        self.log_path = log_path
+        self.port = port
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> "Worker":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "faust", "-A", "streamapp", "worker", "-l", "info"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.tail()}")
+            if b"Worker]: Ready" in self.log_path.read_bytes():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"worker not ready in {timeout}s: {self.tail()}")
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def simulate(env: Dict[str, str], *args: str, summary: Path) -> dict:
+    """Run the simulator to completion and return its summary."""
+    subprocess.run([sys.executable, "-m", "streamapp.simulator", "--quiet",
+                    "--summary-json", str(summary), *args],
+                   cwd=ROOT, env={**os.environ, **env}, check=True,
+                   stdout=subprocess.DEVNULL)
+    return json.loads(summary.read_text())
+
+
+async def wait_until(check, timeout: float, interval: float = 1.0):
+    """Poll ``check()`` (async, returns truthy when done) until true or timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    return last
+
+
+def expected_vs_tally(summary: dict, tally: dict) -> List[str]:
+    """Differences between what the simulator expects and what stores hold."""
+    expect = summary["expect"]
+    diffs = []
+    for store in ("postgres", "mongodb", "redis"):
+        for key, want in expect[store].items():
+            got = tally[store].get(key)
+            if got != want:
+                diffs.append(f"{store}.{key}: expected {want}, found {got}")
+    if tally["deadletter"] != expect["deadletter"]:
+        diffs.append(f"deadletter: expected {expect['deadletter']}, found {tally['deadletter']}")
+    return diffs
