@@ -114,6 +114,9 @@ class Settings:
     dedupe_ttl_s: int = field(default_factory=lambda: _env_int("DEDUPE_TTL_S", 86400))
 
     # --- audit ------------------------------------------------------------
+    #: Run the audit consumer (S3) inside the worker.  Set to false to run it
+    #: as its own process with ``python -m streamapp.audit``.
+    audit_in_worker: bool = field(default_factory=lambda: _env_bool("AUDIT_IN_WORKER", True))
     #: Index name prefix; documents go to ``<prefix>-YYYY.MM.DD``.
     audit_index_prefix: str = field(default_factory=lambda: _env("AUDIT_INDEX_PREFIX", "streamapp-audit"))
     #: Key used to hash PII (e-mails) in audit documents.  Set it in the

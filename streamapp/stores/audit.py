@@ -99,7 +99,10 @@ class AuditStore:
                             "_id": doc_id, "_source": doc})
         if not actions:
             return 0
-        ok, _ = await async_bulk(self.client, actions, chunk_size=1000, max_retries=0)
+        ok, errors = await async_bulk(self.client, actions, chunk_size=1000, max_retries=0,
+                                      raise_on_error=False, raise_on_exception=True)
+        if errors:  # documents the store refused (not an outage): logged, not retried
+            log.warning("audit store refused %d documents, first: %s", len(errors), errors[0])
         return ok
 
     async def search(self, *, event_type: Optional[str] = None, user_id: Optional[str] = None,

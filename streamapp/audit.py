@@ -1,0 +1,230 @@
+"""S3, the audit trail: every event and every processing outcome, searchable.
+
+The audit consumer has its own consumer group (``<app id>-audit``), so it
+reads every topic independently of S2 and can run inside the worker (the
+default) or on its own (``python -m streamapp.audit``).  It hears both the
+producers (the event topics) and S2 (the outcomes and dead-letter topics).
+
+Offsets are committed only after a bulk request has been indexed, so when
+the audit store is down nothing piles up in memory: the consumer stops
+fetching, Kafka keeps the backlog, and indexing resumes where it stopped.
+Document ids come from ``event_id`` (or the source offset for dead letters),
+so a replay overwrites instead of duplicating.
+
+PII never leaves the process: e-mails become a keyed hash, names are
+reduced to an initial, card data and anything that looks like a secret or a
+card number is dropped from the payload before indexing.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import re
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterable, List, Optional
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from opensearchpy.exceptions import ConnectionError as AuditConnectionError
+from opensearchpy.exceptions import TransportError
+
+from . import metrics
+from .codec import Rejection, _has_card_number, decode
+from .config import Settings, settings
+from .records import Event
+from .stores.audit import AuditStore
+from .topics import STREAMS
+
+log = logging.getLogger(__name__)
+
+_SECRET_KEYS = re.compile(r"pass(word)?|secret|card_?number|pan|cvv|cvc|token", re.I)
+_MASKED = "***"
+
+
+def _hash_key(cfg: Settings) -> bytes:
+    return (cfg.audit_hash_key or f"streamapp:{cfg.app_id}").encode()
+
+
+def email_hash(email: str, cfg: Settings = settings) -> str:
+    digest = hmac.new(_hash_key(cfg), email.strip().lower().encode(), hashlib.sha256)
+    return digest.hexdigest()[:32]
+
+
+def mask(value: Any, cfg: Settings = settings) -> Any:
+    """A copy of a JSON value with PII masked and secrets removed."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            key = str(key)
+            if _SECRET_KEYS.search(key) or key in ("card_last4",):
+                continue
+            if key == "email" and isinstance(item, str):
+                out["email"] = _MASKED
+            elif key == "display_name" and isinstance(item, str):
+                out[key] = (item[:1] + _MASKED) if item else item
+            else:
+                out[key] = mask(item, cfg)
+        return out
+    if isinstance(value, list):
+        return [mask(item, cfg) for item in value]
+    if isinstance(value, str) and _has_card_number(value):
+        return _MASKED
+    return value
+
+
+def event_doc(event: Event, stream: str, cfg: Settings = settings) -> Dict[str, Any]:
+    body = event.to_wire()
+    doc = {
+        "_id": event.event_id, "doc_kind": "event", "event_id": event.event_id,
+        "event_type": event.TYPE, "stream": stream,
+        "user_id": getattr(event, "user_id", None), "movie_id": getattr(event, "movie_id", None),
+        "occurred_at": event.occurred_at, "recorded_at": datetime.now(timezone.utc),
+        "payload": mask(orjson.loads(orjson.dumps(body, default=_plain)), cfg),
+    }
+    email = getattr(event, "email", None)
+    if email:
+        doc["email_hash"] = email_hash(email, cfg)
+    return doc
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "asdict"):
+        return value.asdict()
+    raise TypeError(type(value).__name__)
+
+
+def deadletter_doc(value: Optional[bytes], headers: Dict[str, str], cfg: Settings = settings) -> Dict[str, Any]:
+    """A dead letter, described without its raw bytes (they may hold PII)."""
+    source = f"{headers.get('x-source-topic')}:{headers.get('x-source-partition')}:" \
+             f"{headers.get('x-source-offset')}"
+    parsed = decode(value)
+    preview: Dict[str, Any] = {"bytes": len(value or b""),
+                               "sha256": hashlib.sha256(value or b"").hexdigest()}
+    try:
+        raw_json = orjson.loads(value or b"")
+        if isinstance(raw_json, dict):
+            preview["fields"] = mask(raw_json, cfg)
+    except orjson.JSONDecodeError:
+        pass
+    at = _parse_time(headers.get("x-rejected-at")) or datetime.now(timezone.utc)
+    return {
+        "_id": f"dl:{source}", "doc_kind": "deadletter", "status": "rejected",
+        "reason": headers.get("x-reason"), "detail": headers.get("x-detail"),
+        "stream": (headers.get("x-source-topic") or "").rsplit(".", 1)[-1],
+        "event_type": parsed.event_type if isinstance(parsed, Rejection) else None,
+        "event_id": parsed.event_id if isinstance(parsed, Rejection) else None,
+        "occurred_at": at, "recorded_at": datetime.now(timezone.utc), "payload": preview,
+    }
+
+
+def outcome_docs(value: bytes) -> Iterable[Dict[str, Any]]:
+    """One document per event named in an outcome message."""
+    body = orjson.loads(value)
+    at = _parse_time(body.get("at")) or datetime.now(timezone.utc)
+    for event_id, occurred_at, event_type in body.get("events", []):
+        if not event_id:
+            continue
+        yield {
+            "_id": f"{event_id}:{body.get('store')}:{body['status']}", "doc_kind": "outcome",
+            "event_id": event_id, "event_type": event_type, "stream": body.get("stream"),
+            "status": body["status"], "store": body.get("store"), "reason": body.get("reason"),
+            "detail": body.get("detail"),
+            "occurred_at": _parse_time(occurred_at) or at, "recorded_at": at,
+        }
+
+
+def _parse_time(text: Optional[str]) -> Optional[datetime]:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def docs_for(topic: str, value: Optional[bytes], headers, cfg: Settings = settings) -> List[dict]:
+    """Audit documents for one Kafka record of any of our topics."""
+    name = topic.rsplit(".", 1)[-1]
+    if name == "outcomes":
+        return list(outcome_docs(value))
+    if name == "deadletter":
+        return [deadletter_doc(value, {k: v.decode("utf-8", "replace") for k, v in headers}, cfg)]
+    event = decode(value, STREAMS[name].event_types)
+    if isinstance(event, Rejection):
+        return []  # S2 dead-letters it; the dead-letter topic brings it here
+    return [event_doc(event, name, cfg)]
+
+
+class AuditTrail:
+    """Consume every topic with its own group and bulk-index into the audit store."""
+
+    def __init__(self, cfg: Settings = settings, store: Optional[AuditStore] = None) -> None:
+        self.cfg = cfg
+        self.store = store or AuditStore(cfg.elasticsearch_url, cfg.audit_index_prefix)
+        self.topics = [s.topic_name for s in STREAMS.values()] + [
+            cfg.topic("deadletter"), cfg.topic("outcomes")]
+        self.indexed = 0
+
+    def consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            *self.topics, bootstrap_servers=self.cfg.kafka_bootstrap,
+            group_id=f"{self.cfg.app_id}-audit", enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=2000,
+            # While the audit store is down we stop polling; stay in the group.
+            max_poll_interval_ms=30 * 60 * 1000,
+            metadata_max_age_ms=5000)
+
+    async def run(self, stop: Optional[asyncio.Event] = None) -> None:
+        stop = stop or asyncio.Event()
+        consumer = self.consumer()
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+                docs: List[dict] = []
+                for tp, records in batches.items():
+                    for record in records:
+                        docs.extend(docs_for(tp.topic, record.value, record.headers or (), self.cfg))
+                if docs and not await self._index_until_done(docs, stop):
+                    break  # stopping: leave these offsets uncommitted
+                if batches:
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+            await self.store.close()
+
+    async def _index_until_done(self, docs: List[dict], stop: asyncio.Event) -> bool:
+        """Index ``docs``, retrying while the store is away; False if stopped first."""
+        delay = self.cfg.retry_initial_s
+        while True:
+            try:
+                self.indexed += await self.store.index(docs)
+                metrics.events_stored.labels(store="audit", stream="all").inc(len(docs))
+                return True
+            except (AuditConnectionError, TransportError, OSError, asyncio.TimeoutError) as exc:
+                if isinstance(exc, TransportError) and isinstance(exc.status_code, int) \
+                        and 400 <= exc.status_code < 500 and exc.status_code != 429:
+                    raise
+                metrics.store_retries.labels(store="audit").inc()
+                log.warning("audit store unavailable (%s); %d documents wait on Kafka, "
+                            "retry in %.1fs", type(exc).__name__, len(docs), delay)
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                    return False
+                except asyncio.TimeoutError:
+                    delay = min(delay * 2, self.cfg.retry_max_s)
+
+
+async def main() -> None:
+    """Run the audit trail on its own (``python -m streamapp.audit``)."""
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(message)s")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await AuditTrail().run(stop)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
