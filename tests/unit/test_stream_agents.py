@@ -1,0 +1,162 @@
+"""Ratings, sessions and catalog agents through ``test_context()``, against
+the real PostgreSQL, MongoDB (FerretDB locally) and Redis; tables in memory."""
+import asyncio
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from aiokafka import AIOKafkaConsumer
+
+from harness import wait_until
+from streamapp import records as r
+from streamapp.codec import encode, key_of
+from streamapp.config import settings
+from streamapp.stores import redis as rk
+from streamapp.stores import stores
+
+
+def _now():
+    return datetime.now(timezone.utc)
+
+
+def _eid():
+    return str(uuid.uuid4())
+
+
+def _title(movie_id, **extra):
+    return r.TitleUpserted(
+        event_id=_eid(), occurred_at=_now(), movie_id=movie_id, title="The Unit Test",
+        year=2020, genres=["drama"], cast=[r.CastMember(name="A. Actor", role="lead")],
+        directors=["D. Rector"], similar=[], synopsis="A test.", runtime_min=90,
+        artwork=[r.Artwork(kind="poster", url="https://img.example.com/p.jpg", width=10,
+                           height=15, dominant_color="#000000")], **extra)
+
+
+async def test_ratings_are_stored_once_counted_and_mirrored(app):
+    from agents.ratings import ratings
+    from tables.ratings import rating_counts_tumbling, rating_score_sum, rating_votes
+
+    movie = "mu-rated"
+    events = [r.RatingSubmitted(event_id=_eid(), occurred_at=_now(), user_id=f"uu{i}",
+                                movie_id=movie, score=score) for i, score in enumerate([8, 6, 10])]
+    async with ratings.test_context() as agent:
+        for e in events + events[:1]:  # the first one twice: counted once in the stores
+            await agent.put(encode(e), key=key_of(e), timestamp=e.occurred_at.timestamp(),
+                            wait=False)
+
+        async def stored():
+            pool = await stores.postgres.pool()
+            return await pool.fetchval("SELECT votes FROM title_rating_totals WHERE movie_id=$1",
+                                       movie) == 3
+        assert await wait_until(stored, timeout=20, interval=0.2)
+        await asyncio.sleep(0.5)
+    doc = (await stores.mongo.titles([movie]))[movie]
+    assert doc["ratings"] == {"count": 3, "sum": 24, "avg": 8.0}
+    assert rating_votes[movie] >= 3 and rating_score_sum[movie] >= 24
+    assert rating_counts_tumbling[movie].now() >= 3
+    assert int(await stores.redis.client.get(rk.count_key("rating.submitted")) or 0) >= 3
+
+
+async def test_a_late_rating_counts_all_time_but_not_in_a_closed_window(app):
+    from agents.ratings import ratings
+    from tables.ratings import rating_counts_tumbling, rating_votes
+
+    movie = "mu-late"
+    late_at = _now() - timedelta(seconds=settings.tumbling_window_s * 3)
+    late = r.RatingSubmitted(event_id=_eid(), occurred_at=late_at, user_id="uu-late",
+                             movie_id=movie, score=7)
+    async with ratings.test_context() as agent:
+        await agent.put(encode(late), key=key_of(late), timestamp=late_at.timestamp(), wait=False)
+        assert await wait_until(lambda: _async(rating_votes[movie] == 1), timeout=20, interval=0.2)
+    (closed_window,) = rating_counts_tumbling.table.window.ranges(late_at.timestamp())
+    assert rating_counts_tumbling[movie][closed_window] == 0
+    assert rating_counts_tumbling[movie].now() == 0
+
+
+async def _async(value):
+    return value
+
+
+async def test_sessions_drive_now_watching_and_replays_do_not_double_count(app):
+    from agents.sessions import sessions
+
+    sid, movie = f"wu-{uuid.uuid4().hex[:8]}", "mu-watched"
+    start = r.SessionStarted(event_id=_eid(), occurred_at=_now(), session_id=sid, user_id="uu1",
+                             movie_id=movie, device="tv")
+    beat = r.SessionHeartbeat(event_id=_eid(), occurred_at=_now(), session_id=sid,
+                              user_id="uu1", movie_id=movie, position_s=30)
+    before = await stores.redis.client.zscore(rk.MOST_WATCHED, movie) or 0
+    async with sessions.test_context() as agent:
+        for e in (start, beat, start):
+            await agent.put(encode(e), key=key_of(e), wait=False)
+        assert await wait_until(lambda: stores.redis.now_watching(movie), timeout=20, interval=0.2)
+        await asyncio.sleep(0.5)
+        assert await stores.redis.client.zscore(rk.MOST_WATCHED, movie) == before + 1
+        end = r.SessionEnded(event_id=_eid(), occurred_at=_now(), session_id=sid, user_id="uu1",
+                             movie_id=movie, watched_s=30)
+        await agent.put(encode(end), key=key_of(end), wait=False)
+
+        async def ended():
+            return await stores.redis.now_watching(movie) == 0
+        assert await wait_until(ended, timeout=20, interval=0.2)
+    session = await stores.redis.client.hgetall(f"sa:session:{sid}")
+    assert session[b"state"] == b"ended" and session[b"device"] == b"tv"
+    assert 0 < await stores.redis.client.ttl(f"sa:session:{sid}") <= settings.session_ttl_s
+
+
+async def test_catalog_upsert_lands_in_mongodb_and_refreshes_the_cache(app):
+    from agents.catalog import catalog
+
+    movie = "mu-catalog"
+    loads = []
+
+    async def load(movie_id):
+        loads.append(movie_id)
+        return (await stores.mongo.titles([movie_id])).get(movie_id)
+
+    async with catalog.test_context() as agent:
+        first = _title(movie)
+        await agent.put(encode(first), key=key_of(first), wait=False)
+        assert await wait_until(lambda: stores.mongo.titles([movie]), timeout=20, interval=0.2)
+        await asyncio.sleep(0.3)
+        cached = await stores.redis.cached_title(movie, load)
+        assert cached["title"] == "The Unit Test" and cached["cast"][0]["name"] == "A. Actor"
+        assert (await stores.redis.cached_title(movie, load))["title"] == "The Unit Test"
+        assert loads == [movie]  # second read came from Redis
+
+        renamed = _title(movie)
+        renamed.title = "The Unit Test II"
+        await agent.put(encode(renamed), key=key_of(renamed), wait=False)
+
+        async def renamed_in_cache():
+            doc = await stores.redis.cached_title(movie, load)
+            return doc and doc["title"] == "The Unit Test II"
+        assert await wait_until(renamed_in_cache, timeout=20, interval=0.3)
+
+
+async def test_bad_input_goes_to_the_dead_letter_topic_with_its_reason(app):
+    from agents.ratings import ratings
+
+    marker = uuid.uuid4().hex.encode()
+    raw = b'{"type": "rating.submitted", "oops": "' + marker + b'"'
+    async with ratings.test_context() as agent:
+        await agent.put(raw, key=b"m-bad", wait=False)
+        await asyncio.sleep(1.0)
+    consumer = AIOKafkaConsumer(settings.topic("deadletter"), bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 20
+        found = None
+        while time.monotonic() < deadline and not found:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for rec in records:
+                    if rec.value == raw:
+                        found = rec
+    finally:
+        await consumer.stop()
+    assert found is not None, "dead letter not found"
+    headers = dict(found.headers)
+    assert headers["x-reason"] == b"malformed_json"
+    assert headers["x-source-topic"].endswith(b".ratings")
