@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
+import string
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -207,12 +208,16 @@ class World:
         sid, user, plan = picked
         fields = dict(self._base(), payment_id=f"p{next(self._serial):07d}", user_id=user,
                       subscription_id=sid, amount_cents=PRICES[plan], currency="USD",
-                      card_token=f"tok_{self.rng.getrandbits(64):016x}",
+                      card_token=self._card_token(),
                       card_last4=f"{self.rng.randrange(10000):04d}")
         if self.rng.random() < 0.08:
             return r.PaymentFailed(**fields, failure_reason=self.rng.choice(
                 ["insufficient_funds", "expired_card", "do_not_honor"]))
         return r.PaymentProcessed(**fields)
+
+    def _card_token(self) -> str:
+        """A processor token: letters only, so it can never look like a card number."""
+        return "tok_" + "".join(self.rng.choice(string.ascii_letters) for _ in range(16))
 
     def _preference(self) -> r.Event:
         key = self.rng.choice(PREF_KEYS)

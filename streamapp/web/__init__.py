@@ -1,1 +1,7 @@
-"""Read views and the dashboard, served by the worker."""
+"""Read views and the dashboard, served by the worker.
+
+Importing this package registers the routes on the app (the worker's
+autodiscovery scans it): JSON views in ``views``, the HTML dashboard in
+``dashboard``.
+"""
+from . import dashboard, views  # noqa: F401  (registers the routes)

@@ -1,0 +1,559 @@
+"""JSON read views, served by every worker's web server.
+
+Routes (all ``GET``, all answer JSON; errors are ``{"error": "..."}``):
+
+``/api/titles/{movie_id}/``
+    The catalog document (MongoDB through the Redis read-through cache), the
+    title's live rating counts from the tables and its leaderboard ranks.
+    Table-backed, so routed to the worker that owns the key (see
+    ``TitleView``).  404 when the title is unknown.
+``/api/users/{user_id}/``
+    PostgreSQL profile, subscriptions, preferences and the last ten payments
+    (never the card token).  404 when the user is unknown.
+``/api/leaderboards/?board=rated|best|watched|window&window=1m|1h&genre=&n=10``
+    A Redis leaderboard with title names.
+``/api/audit/?event_type=&user_id=&kind=&since=&until=&size=``
+    Search of the audit store; 503 when it is disabled or unreachable.
+``/api/health/``
+    Every store's reachability and the consumer lag per topic-partition;
+    200 when PostgreSQL, MongoDB and Redis answer (audit is optional), else
+    503.
+``/api/stats/``
+    This worker's counters (events consumed, stored, rejected, retried) and
+    "now watching", for the dashboard.
+
+Every parameter is checked against a fixed pattern or set before anything
+else happens: a bad one is a 400.  A store that fails or does not answer in
+time is a 503 naming the store.  Nothing a client sends can produce a 500.
+
+Counters in ``/api/stats/`` are per process (Prometheus counters of this
+worker); with several workers, sum them over the workers or use ``/metrics``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import orjson
+from faust.web import Request, Response, View
+from faust.web.exceptions import WebError
+
+from tables.ratings import (HOPPING, TUMBLING, rating_counts_hopping, rating_counts_tumbling,
+                            rating_score_sum, rating_votes, window_start)
+
+from .. import metrics
+from ..app import app
+from ..config import settings
+from ..stores import redis as redis_keys
+from ..stores import stores
+from ..topics import STREAM_OF_TYPE, STREAMS
+
+log = logging.getLogger(__name__)
+
+#: User, title and other ids in paths and query strings.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+#: Leaderboards by name (``window`` and genre boards are built per request).
+BOARDS = {"rated": redis_keys.RATED_ALL, "best": redis_keys.BEST_RATED,
+          "watched": redis_keys.MOST_WATCHED, "window": None}
+#: Window label -> (size, step) in seconds, as ``tables.ratings`` counts them.
+WINDOWS: Dict[str, Tuple[int, int]] = {
+    TUMBLING: (settings.tumbling_window_s, settings.tumbling_window_s),
+    HOPPING: (settings.hopping_window_s, settings.hopping_step_s),
+}
+#: The catalog's genre vocabulary (genre leaderboards exist for these).
+GENRES = frozenset({
+    "action", "adventure", "animation", "comedy", "crime", "documentary", "drama",
+    "family", "fantasy", "horror", "mystery", "romance", "sci-fi", "thriller", "western"})
+#: Kinds of audit documents (the audit store's ``doc_kind``).
+AUDIT_KINDS = frozenset({"event", "outcome", "deadletter"})
+
+#: How long one request waits for a store before answering 503.
+STORE_TIMEOUT_S = 5.0
+#: How long the health check waits for each store.
+PING_TIMEOUT_S = 2.0
+#: Stores that must answer for the worker to be healthy (audit is optional).
+REQUIRED_STORES = ("postgres", "mongodb", "redis")
+
+
+def _store_errors() -> Tuple[type, ...]:
+    import asyncpg
+    import opensearchpy.exceptions
+    import pymongo.errors
+    import redis.exceptions
+
+    return (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+            pymongo.errors.PyMongoError, redis.exceptions.RedisError,
+            opensearchpy.exceptions.OpenSearchException)
+
+
+#: What a store may raise when it is down, slow or refusing: answered with 503.
+STORE_ERRORS = _store_errors()
+
+
+class BadRequest(Exception):
+    """A parameter failed validation (400)."""
+
+
+class NotFound(Exception):
+    """The thing asked for does not exist (404)."""
+
+
+class StoreUnavailable(Exception):
+    """A store failed or did not answer in time (503)."""
+
+    def __init__(self, store: str, exc: BaseException) -> None:
+        super().__init__(f"{store} unavailable")
+        self.store = store
+        self.detail = f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__
+
+
+async def from_store(store: str, call: Awaitable, timeout: float = STORE_TIMEOUT_S):
+    """Await a store call; failures and timeouts become ``StoreUnavailable``."""
+    try:
+        return await asyncio.wait_for(call, timeout)
+    except STORE_ERRORS as exc:
+        raise StoreUnavailable(store, exc) from exc
+
+
+# --- parameters -----------------------------------------------------------
+
+def valid_id(value: Optional[str], what: str) -> str:
+    if value is None or not ID_PATTERN.match(value):
+        raise BadRequest(f"invalid {what}: expected 1-64 characters of "
+                         f"letters, digits and _.:- starting with a letter or digit")
+    return value
+
+
+def choice(query: Mapping[str, str], name: str, allowed: Iterable[str],
+           default: Optional[str] = None) -> Optional[str]:
+    value = query.get(name)
+    if value is None or value == "":
+        return default
+    allowed = sorted(allowed)
+    if value not in allowed:
+        raise BadRequest(f"invalid {name}: expected one of {', '.join(allowed)}")
+    return value
+
+
+def int_in(query: Mapping[str, str], name: str, low: int, high: int, default: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or not low <= int(raw) <= high:
+        raise BadRequest(f"invalid {name}: expected an integer from {low} to {high}")
+    return int(raw)
+
+
+def iso_time(query: Mapping[str, str], name: str) -> Optional[datetime]:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BadRequest(f"invalid {name}: expected an ISO-8601 date or time") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def optional_id(query: Mapping[str, str], name: str) -> Optional[str]:
+    raw = query.get(name)
+    return None if raw is None or raw == "" else valid_id(raw, name)
+
+
+# --- conversions ------------------------------------------------------------
+
+def iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def plain(row: Mapping[str, Any]) -> Dict[str, Any]:
+    """A database row as JSON-ready values (datetimes as ISO strings)."""
+    return {k: iso(v) for k, v in row.items()}
+
+
+def title_doc(doc: Mapping[str, Any]) -> Dict[str, Any]:
+    """A MongoDB title as JSON: ``_id`` as ``movie_id``, datetimes as ISO."""
+    out = dict(doc)
+    out["movie_id"] = out.pop("_id")
+    return orjson.loads(orjson.dumps(out, default=str))
+
+
+def _cache_key(movie_id: str) -> str:
+    # The key ``RedisStore.cached_title`` reads and ``forget_titles`` deletes.
+    return f"{redis_keys.P}catalog:{movie_id}"
+
+
+async def load_title(movie_id: str) -> Optional[Dict[str, Any]]:
+    """Loader for the read-through cache: one title from MongoDB, as JSON."""
+    docs = await stores.mongo.titles([movie_id])
+    doc = docs.get(movie_id)
+    return None if doc is None else title_doc(doc)
+
+
+async def title_names(movie_ids: List[str]) -> Dict[str, Optional[str]]:
+    """Names of many titles: one MGET on the cache, one MongoDB query for the rest.
+
+    Titles loaded from MongoDB are put in the cache as ``cached_title`` does.
+    """
+    if not movie_ids:
+        return {}
+    client = stores.redis.client
+    cached = await from_store("redis", client.mget([_cache_key(m) for m in movie_ids]))
+    names: Dict[str, Optional[str]] = {}
+    missing = []
+    for movie_id, raw in zip(movie_ids, cached):
+        if raw is None:
+            missing.append(movie_id)
+        else:
+            names[movie_id] = orjson.loads(raw).get("title")
+    if missing:
+        docs = await from_store("mongodb", stores.mongo.titles(missing))
+        if docs:
+            async with client.pipeline(transaction=False) as pipe:
+                for movie_id, doc in docs.items():
+                    pipe.set(_cache_key(movie_id), orjson.dumps(title_doc(doc)),
+                             ex=stores.redis.cache_ttl_s)
+                await from_store("redis", pipe.execute())
+        for movie_id in missing:
+            names[movie_id] = docs.get(movie_id, {}).get("title")
+    return names
+
+
+def window_board_key(label: str, now: float) -> Tuple[str, float]:
+    """Redis key of the current window's board, as ``tables.ratings`` writes it."""
+    size, step = WINDOWS[label]
+    start = window_start(now, size, step)
+    return redis_keys.window_key(label, start), start
+
+
+async def ensure_route_metadata(table) -> None:
+    """Make sure Faust's router can hash keys of ``table``.
+
+    ``app.router`` maps a key to a partition with the app producer's
+    partitioner, which reads that producer's cluster metadata.  Under
+    exactly-once, changelogs are written by the transactional producers, so
+    the app producer may never have asked about the changelog topic and the
+    lookup fails (a ``TypeError`` deep in aiokafka).  Asking once adds the
+    topic to the producer's metadata, which it then keeps fresh.
+    """
+    topic = table.changelog_topic.get_topic_name()
+    try:
+        producer = app.producer._ensure_producer()  # the aiokafka producer
+        if producer._metadata.partitions_for_topic(topic) is None:
+            await asyncio.wait_for(producer.partitions_for(topic), STORE_TIMEOUT_S)
+    except Exception as exc:  # producer not started yet, broker unreachable ...
+        raise StoreUnavailable("kafka", exc) from exc
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+# --- the base view ----------------------------------------------------------
+
+class ApiView(View):
+    """A JSON view whose errors are JSON too: 400, 404, 503, never a bare 500."""
+
+    async def get(self, request: Request, **kwargs: Any) -> Response:
+        try:
+            response = await self.handle(request, **kwargs)
+        except BadRequest as exc:
+            return self.error(400, str(exc))
+        except NotFound as exc:
+            return self.error(404, str(exc))
+        except StoreUnavailable as exc:
+            log.warning("%s %s: %s (%s)", request.method, request.path, exc, exc.detail)
+            return self.error(503, str(exc), store=exc.store, detail=exc.detail)
+        except WebError:
+            raise  # Faust answers these itself (e.g. 503 while partitions move)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return self.error(500, "internal error")
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def handle(self, request: Request, **kwargs: Any) -> Response:
+        raise NotImplementedError
+
+
+# --- titles -------------------------------------------------------------------
+
+@app.page("/api/titles/{movie_id}/", name="api-title")
+class TitleView(ApiView):
+    """One title: catalog document, live counts, leaderboard ranks.
+
+    The counts live in tables partitioned by ``movie_id``, and a worker holds
+    only its own partitions.  ``handle`` validates the id, then calls
+    ``routed``, which ``app.table_route`` wraps: it hashes the key the way
+    the ``rating-votes`` changelog is partitioned, looks up which worker the
+    partition assignor gave that partition to, and either runs ``routed``
+    here (same worker) or forwards the request to that worker's web server
+    and relays its answer.  While partitions are being reassigned the
+    assignor may not know the owner: Faust then answers 503.
+    """
+
+    async def handle(self, request: Request, movie_id: str) -> Response:
+        valid_id(movie_id, "movie_id")
+        await ensure_route_metadata(rating_votes)
+        return await self.routed(request, movie_id=movie_id)
+
+    @app.table_route(table=rating_votes, match_info="movie_id")
+    async def routed(self, request: Request, movie_id: str) -> Response:
+        now = time.time()
+        doc = await from_store("redis", stores.redis.cached_title(movie_id, load_title))
+        votes = int(rating_votes[movie_id])
+        score_sum = int(rating_score_sum[movie_id])
+        if doc is None and not votes:
+            raise NotFound(f"no title {movie_id}")
+        t_key, t_start = window_board_key(TUMBLING, now)
+        h_key, h_start = window_board_key(HOPPING, now)
+        ranks = await asyncio.gather(*(
+            from_store("redis", stores.redis.rank(key, movie_id))
+            for key in (redis_keys.RATED_ALL, redis_keys.BEST_RATED,
+                        redis_keys.MOST_WATCHED, t_key)))
+        watching = await from_store("redis", stores.redis.now_watching(movie_id))
+        body = dict(doc or {"movie_id": movie_id})
+        body["counts"] = {
+            "votes": votes,
+            "score_sum": score_sum,
+            "average": round(score_sum / votes, 4) if votes else None,
+            TUMBLING: {"window_start": _utc(t_start),
+                       "ratings": int(rating_counts_tumbling[movie_id].now())},
+            HOPPING: {"window_start": _utc(h_start),
+                      "ratings": int(rating_counts_hopping[movie_id].now())},
+        }
+        body["ranks"] = dict(zip(("most_rated", "best_rated", "most_watched",
+                                  f"most_rated_{TUMBLING}"), ranks))
+        body["now_watching"] = watching
+        body["served_by"] = str(app.conf.canonical_url)
+        return self.json(body)
+
+
+# --- users --------------------------------------------------------------------
+
+_USER_SQL = """SELECT user_id, email, display_name, country, birth_year, inferred,
+                      registered_at, updated_at
+               FROM users WHERE user_id = $1"""
+_SUBSCRIPTIONS_SQL = """SELECT subscription_id, plan, status, price_cents, currency,
+                               started_at, cancelled_at, cancel_reason, updated_at
+                        FROM subscriptions WHERE user_id = $1
+                        ORDER BY updated_at DESC, subscription_id LIMIT 50"""
+_PREFERENCES_SQL = """SELECT key, value, updated_at FROM preferences
+                      WHERE user_id = $1 ORDER BY key"""
+# Card data never leaves the database: the token is not selected at all.
+_PAYMENTS_SQL = """SELECT payment_id, subscription_id, status, amount_cents, currency,
+                          card_last4, failure_reason, occurred_at
+                   FROM payments WHERE user_id = $1
+                   ORDER BY occurred_at DESC, payment_id DESC LIMIT 10"""
+
+
+async def _user(user_id: str) -> Optional[Dict[str, Any]]:
+    pool = await stores.postgres.pool()
+    async with pool.acquire() as conn:
+        # One snapshot for the four reads, so they agree with each other.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            user = await conn.fetchrow(_USER_SQL, user_id)
+            if user is None:
+                return None
+            subs = await conn.fetch(_SUBSCRIPTIONS_SQL, user_id)
+            prefs = await conn.fetch(_PREFERENCES_SQL, user_id)
+            payments = await conn.fetch(_PAYMENTS_SQL, user_id)
+    subscriptions = [plain(s) for s in subs]
+    return {
+        **plain(user),
+        "current_subscriptions": [s for s in subscriptions if s["status"] == "active"],
+        "subscriptions": subscriptions,
+        "preferences": {p["key"]: {"value": p["value"], "updated_at": iso(p["updated_at"])}
+                        for p in prefs},
+        "payments": [plain(p) for p in payments],
+    }
+
+
+@app.page("/api/users/{user_id}/", name="api-user")
+class UserView(ApiView):
+    async def handle(self, request: Request, user_id: str) -> Response:
+        valid_id(user_id, "user_id")
+        found = await from_store("postgres", _user(user_id))
+        if found is None:
+            raise NotFound(f"no user {user_id}")
+        return self.json(found)
+
+
+# --- leaderboards -----------------------------------------------------------------
+
+@app.page("/api/leaderboards/", name="api-leaderboards")
+class LeaderboardView(ApiView):
+    """``board`` (default ``rated``): ``rated`` = most rated all time (or in
+    ``genre``), ``best`` = best average with at least MIN_VOTES votes,
+    ``watched`` = most sessions started, ``window`` = most rated in the
+    current ``window`` (default the tumbling one)."""
+
+    async def handle(self, request: Request) -> Response:
+        query = request.query
+        board = choice(query, "board", BOARDS, default="rated")
+        window = choice(query, "window", WINDOWS)
+        genre = choice(query, "genre", GENRES)
+        n = int_in(query, "n", 1, 100, default=10)
+        if window and board != "window":
+            raise BadRequest("window applies to board=window only")
+        if genre and board != "rated":
+            raise BadRequest("genre applies to board=rated only")
+        body: Dict[str, Any] = {"board": board, "n": n}
+        if board == "window":
+            window = window or TUMBLING
+            key, start = window_board_key(window, time.time())
+            body.update(window=window, window_start=_utc(start))
+        elif genre:
+            key = redis_keys.genre_key(genre)
+            body["genre"] = genre
+        else:
+            key = BOARDS[board]
+        rows = await from_store("redis", stores.redis.top(key, n))
+        names = await title_names([movie_id for movie_id, _ in rows])
+        body["entries"] = [
+            {"rank": i, "movie_id": movie_id, "title": names.get(movie_id),
+             "score": int(score) if board != "best" else score}
+            for i, (movie_id, score) in enumerate(rows, 1)]
+        return self.json(body)
+
+
+# --- audit ------------------------------------------------------------------------
+
+@app.page("/api/audit/", name="api-audit")
+class AuditView(ApiView):
+    async def handle(self, request: Request) -> Response:
+        query = request.query
+        event_type = choice(query, "event_type", STREAM_OF_TYPE)
+        user_id = optional_id(query, "user_id")
+        kind = choice(query, "kind", AUDIT_KINDS)
+        since = iso_time(query, "since")
+        until = iso_time(query, "until")
+        size = int_in(query, "size", 1, 100, default=20)
+        if since and until and since > until:
+            raise BadRequest("since is after until")
+        if not stores.audit.enabled:
+            return self.error(503, "audit store disabled", store="audit")
+        found = await from_store("audit", stores.audit.search(
+            event_type=event_type, user_id=user_id, doc_kind=kind,
+            since=since, until=until, size=size))
+        return self.json({"total": found["total"], "hits": found["hits"]})
+
+
+# --- health -------------------------------------------------------------------------
+
+async def _probe(name: str, ping: Callable[[], Awaitable[bool]]) -> Dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        ok = bool(await asyncio.wait_for(ping(), PING_TIMEOUT_S))
+        result: Dict[str, Any] = {"ok": ok}
+    except asyncio.TimeoutError:
+        result = {"ok": False, "error": f"no answer in {PING_TIMEOUT_S}s"}
+    except Exception as exc:  # any failure means "not reachable", never a 500
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return result
+
+
+async def store_health() -> Dict[str, Dict[str, Any]]:
+    """Ping every store concurrently, each with its own short timeout."""
+    probes = {"postgres": stores.postgres.ping, "mongodb": stores.mongo.ping,
+              "redis": stores.redis.ping}
+    if stores.audit.enabled:
+        probes["audit"] = stores.audit.ping
+    results = await asyncio.gather(*(_probe(name, ping) for name, ping in probes.items()))
+    health = dict(zip(probes, results))
+    if not stores.audit.enabled:
+        health["audit"] = {"ok": False, "error": "disabled (no ELASTICSEARCH_URL)"}
+    for name, result in health.items():
+        result["required"] = name in REQUIRED_STORES
+    return health
+
+
+def _internal(topic: str) -> bool:
+    """Topics not consumed for processing: table changelogs (read during
+    recovery only, never committed) and Faust's assignor topic."""
+    return topic.endswith("-changelog") or "__assignor" in topic
+
+
+def consumer_lag() -> Dict[str, Any]:
+    """Lag of this worker's consumer, per assigned topic-partition.
+
+    Best effort, from what the consumer already knows (no broker round trip):
+
+    * ``highwater``: the partition's end offset as the consumer's last fetch
+      saw it (``Consumer.highwater``; the last stable offset under
+      exactly-once, so committed transaction markers count as one offset);
+    * ``committed``: the next offset to read after the last commit, as Faust
+      tracks it (``Consumer._committed_offset``: set at start from the
+      group's committed offsets and updated on every commit);
+    * ``read``: the offset of the last message handed to a stream
+      (``Monitor.tp_read_offsets``);
+    * ``lag`` = ``highwater - committed`` (None while either is unknown).
+
+    Offsets move between fetches, so the values trail the broker by up to a
+    poll interval.  Table changelog partitions are left out (Faust reads
+    them only to recover tables and never commits them).
+    """
+    consumer = app.consumer
+    committed_offsets = getattr(consumer, "_committed_offset", {})
+    read_offsets = getattr(app.monitor, "tp_read_offsets", None) or {}
+    topics: Dict[str, Dict[str, Any]] = {}
+    for tp in sorted(consumer.assignment()):
+        if _internal(tp.topic):
+            continue
+        highwater = consumer.highwater(tp)
+        committed = committed_offsets.get(tp)
+        lag = highwater - committed if highwater is not None and committed is not None else None
+        entry = topics.setdefault(tp.topic, {"lag": 0, "partitions": {}})
+        entry["partitions"][str(tp.partition)] = {
+            "highwater": highwater, "committed": committed,
+            "read": read_offsets.get(tp), "lag": lag}
+        if lag is None or entry["lag"] is None:
+            entry["lag"] = None
+        else:
+            entry["lag"] += max(lag, 0)
+    return topics
+
+
+@app.page("/api/health/", name="api-health")
+class HealthView(ApiView):
+    async def handle(self, request: Request) -> Response:
+        health = await store_health()
+        try:
+            lag: Dict[str, Any] = {"topics": consumer_lag()}
+        except Exception as exc:  # consumer not started yet, rebalancing ...
+            lag = {"topics": {}, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        ok = all(health[name]["ok"] for name in REQUIRED_STORES)
+        return self.json({"status": "ok" if ok else "degraded", "stores": health,
+                          "consumer": lag, "at": _utc(time.time())},
+                         status=200 if ok else 503)
+
+
+# --- stats --------------------------------------------------------------------------
+
+@app.page("/api/stats/", name="api-stats")
+class StatsView(ApiView):
+    async def handle(self, request: Request) -> Response:
+        consumed = metrics.totals(metrics.events_consumed, "stream")
+        per_stream = {name: int(consumed.get(name, 0)) for name in STREAMS}
+        try:
+            watching: Optional[int] = await from_store(
+                "redis", stores.redis.now_watching(), timeout=PING_TIMEOUT_S)
+        except StoreUnavailable:
+            watching = None  # the rest of the page is still worth showing
+        return self.json({
+            "at": time.time(),
+            "events_consumed": per_stream,
+            "events_total": sum(per_stream.values()),
+            "stored": {k: int(v) for k, v in
+                       metrics.totals(metrics.events_stored, "store").items()},
+            "rejected": {k: int(v) for k, v in
+                         metrics.totals(metrics.events_rejected, "reason").items()},
+            "retries": {k: int(v) for k, v in
+                        metrics.totals(metrics.store_retries, "store").items()},
+            "now_watching": watching,
+        })

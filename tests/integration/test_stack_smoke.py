@@ -1,0 +1,85 @@
+"""Smoke test of the real stack: each of the five servers takes one real write
+and gives it back, and a worker consumes a record sent to a topic."""
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from harness import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+async def test_kafka_round_trip(cfg):
+    topic = f"{cfg.topic_prefix}.smoke"
+    value = uuid.uuid4().hex.encode()
+    producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=cfg.kafka_bootstrap,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        record = await consumer.getone()
+    finally:
+        await consumer.stop()
+    assert record.value == value
+
+
+async def test_postgres_round_trip(stores):
+    pool = await stores.postgres.pool()  # also applies the migrations
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TEMP TABLE smoke (v text)")
+        await conn.execute("INSERT INTO smoke VALUES ($1)", "hello")
+        assert await conn.fetchval("SELECT v FROM smoke") == "hello"
+    tables = {r["tablename"] for r in await pool.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"users", "subscriptions", "payments", "preferences", "ratings",
+            "applied_events", "schema_migrations"} <= tables
+
+
+async def test_mongodb_round_trip(stores):
+    movies = await stores.mongo.movies()
+    await movies.insert_one({"_id": "smoke", "title": "Smoke"})
+    assert (await movies.find_one({"_id": "smoke"}))["title"] == "Smoke"
+    await movies.delete_one({"_id": "smoke"})
+    assert await stores.mongo.ping()
+
+
+async def test_redis_round_trip(stores):
+    await stores.redis.client.set("sa:smoke", "1", ex=60)
+    assert await stores.redis.client.get("sa:smoke") == b"1"
+    assert await stores.redis.ping()
+
+
+async def test_audit_store_round_trip(stores):
+    now = datetime.now(timezone.utc)
+    await stores.audit.index([{"_id": "smoke-1", "doc_kind": "event", "event_id": "smoke-1",
+                               "event_type": "smoke", "occurred_at": now}])
+    await stores.audit.refresh()
+    assert await stores.audit.count(event_type="smoke") == 1
+    assert await stores.audit.ping()
+
+
+async def test_a_worker_consumes_a_record_sent_to_a_topic(worker, namespace, stores, cfg):
+    from streamapp import records as r
+    from streamapp.codec import encode, key_of
+
+    event = r.PreferenceSet(event_id=str(uuid.uuid4()), occurred_at=datetime.now(timezone.utc),
+                            user_id="u-smoke", key="language", value="pt")
+    producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(cfg.topic("preferences"), encode(event), key=key_of(event))
+    finally:
+        await producer.stop()
+
+    async def stored():
+        pool = await stores.postgres.pool()
+        return await pool.fetchval(
+            "SELECT value FROM preferences WHERE user_id = 'u-smoke' AND key = 'language'")
+    assert await wait_until(stored, timeout=60) == "pt"
