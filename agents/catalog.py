@@ -1,17 +1,21 @@
 """Catalog edits → MongoDB, then drop the titles' cached copies in Redis."""
 from streamapp.app import app
 from streamapp.config import settings
-from streamapp.pipeline import handle_batch
+from streamapp.pipeline import handle_batch, stop_before_commit
 from streamapp.stores import stores
 from streamapp.topics import catalog_topic
+from tables.ratings import forget_genres
 
 
 async def _forget_cached(events):
-    await stores.redis.forget_titles(e.movie_id for e in events)
+    movie_ids = {e.movie_id for e in events}
+    forget_genres(movie_ids)
+    await stores.redis.forget_titles(movie_ids)
 
 
 @app.agent(catalog_topic)
 async def catalog(stream):
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-        await handle_batch("catalog", batch, [("mongodb", stores.mongo.write_catalog),
-                                              ("redis", _forget_cached)])
+        with stop_before_commit("catalog"):
+            await handle_batch("catalog", batch, [("mongodb", stores.mongo.write_catalog),
+                                                  ("redis", _forget_cached)])

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Awaitable, Callable, List, Sequence, Tuple
 
@@ -99,6 +101,26 @@ async def _isolate(stream: str, pairs: List[Decoded], steps: Sequence[Step],
                             event.TYPE, event.event_id)
             pending.append(await dead_letter(stream, raw, why))
     return kept
+
+
+@contextmanager
+def stop_before_commit(stream: str):
+    """Exit the worker, uncommitted, if processing a batch raises.
+
+    Faust acknowledges the events of a ``take_events`` batch even when the
+    agent raises, and its supervisor restarts the agent: the batch would be
+    skipped.  A bug must not lose data, so the worker exits instead (the
+    offsets stay where they were) and its supervisor restarts it to replay.
+    """
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        log.critical("unexpected error processing a %s batch; exiting before commit",
+                     stream, exc_info=True)
+        logging.shutdown()
+        os._exit(70)
 
 
 def _now() -> str:

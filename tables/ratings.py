@@ -49,6 +49,14 @@ rating_counts_hopping = app.Table(
 ).hopping(settings.hopping_window_s, settings.hopping_step_s,
           expires=_expires).relative_to_stream()
 
+#: Ratings already counted, by event id.  Kafka can hold the same rating twice
+#: (a producer retry, a replayed stream); this makes the counts per event, not
+#: per record.  Written in the partition of the rating's title, so the worker
+#: that counts a title also holds its ids.
+rating_seen = app.Table("rating-seen", default=int, key_type=str, value_type=int,
+                        partitions=settings.topic_partitions,
+                        help="Rating event ids already counted.")
+
 rating_votes = app.Table("rating-votes", default=int, key_type=str, value_type=int,
                          partitions=settings.topic_partitions,
                          help="Ratings per title, all time.")
@@ -94,6 +102,9 @@ def count_ratings(accepted: Iterable[Tuple[object, object]]) -> int:
 
 def _count_one(raw, rating, now: float) -> int:
     """Count one rating; returns 1 when it was too late for the tumbling window."""
+    if rating_seen[rating.event_id]:
+        return 0
+    rating_seen[rating.event_id] = 1
     movie = rating.movie_id
     at = raw.message.timestamp
     rating_votes[movie] += 1
@@ -108,13 +119,23 @@ def _count_one(raw, rating, now: float) -> int:
 
 
 def window_start(now: float, size: float, step: float) -> float:
-    """Start of the newest window (of this size and step) that contains ``now``."""
-    return now - (now % step)
+    """Start of the oldest window (of this size and step) that contains ``now``.
+
+    That is the window Faust's ``.now()`` reads; for a tumbling window
+    (size == step) it is the only one.
+    """
+    return now - (now % step) - size + step
 
 
 @rating_votes.on_recover
 async def _mirror_everything_after_recovery() -> None:
     _dirty.update(rating_votes.keys())
+
+
+def forget_genres(movie_ids: Iterable[str]) -> None:
+    """A catalog edit may change a title's genres: load them again next time."""
+    for movie in movie_ids:
+        _genres.pop(movie, None)
 
 
 async def _genres_of(movie_ids: List[str]) -> Dict[str, List[str]]:

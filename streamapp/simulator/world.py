@@ -4,9 +4,9 @@ The world keeps just enough state for referential integrity: ratings and
 sessions name users and titles that exist, payments follow subscriptions,
 sessions start before they beat and end.  Title popularity is Zipf-like, so
 leaderboards have a clear head and a long tail.  Everything random comes from
-one seeded generator: the same seed gives the same events (ids included);
-timestamps are the run's start plus a deterministic offset, or a fixed epoch
-with ``--epoch``.
+one seeded generator: the same seed gives the same events (ids included).
+Timestamps are the wall clock at production, or, with ``--epoch``, that
+epoch plus 10 ms per event, which makes the stream identical byte for byte.
 """
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ class World:
         self.max_users = users
         self.n_titles = titles
         self.bad_share = bad_share
+        self.fixed_epoch = epoch is not None
         self.epoch = epoch or datetime.now(timezone.utc)
         self.tick = 0
         self.outcome = Outcome()
@@ -88,8 +89,10 @@ class World:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
     def _now(self) -> datetime:
-        """Event time: 10 ms of simulated time per event after the epoch."""
-        return self.epoch + timedelta(milliseconds=10 * self.tick)
+        """Event time: the wall clock, or with a fixed epoch 10 ms per event after it."""
+        if self.fixed_epoch:
+            return self.epoch + timedelta(milliseconds=10 * self.tick)
+        return datetime.now(timezone.utc)
 
     def _base(self) -> dict:
         return {"event_id": self._id(), "occurred_at": self._now()}

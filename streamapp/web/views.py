@@ -5,8 +5,8 @@ Routes (all ``GET``, all answer JSON; errors are ``{"error": "..."}``):
 ``/api/titles/{movie_id}/``
     The catalog document (MongoDB through the Redis read-through cache), the
     title's live rating counts from the tables and its leaderboard ranks.
-    Table-backed, so routed to the worker that owns the key (see
-    ``TitleView``).  404 when the title is unknown.
+    Table-backed, so routed to the worker that owns the title's partition
+    (see ``TitleView``).  404 when the title is unknown.
 ``/api/users/{user_id}/``
     PostgreSQL profile, subscriptions, preferences and the last ten payments
     (never the card token).  404 when the user is unknown.
@@ -38,6 +38,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
+import aiohttp
 import orjson
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
@@ -50,7 +51,7 @@ from ..app import app
 from ..config import settings
 from ..stores import redis as redis_keys
 from ..stores import stores
-from ..topics import STREAM_OF_TYPE, STREAMS
+from ..topics import STREAM_OF_TYPE, STREAMS, ratings_topic
 
 log = logging.getLogger(__name__)
 
@@ -230,17 +231,16 @@ def window_board_key(label: str, now: float) -> Tuple[str, float]:
     return redis_keys.window_key(label, start), start
 
 
-async def ensure_route_metadata(table) -> None:
-    """Make sure Faust's router can hash keys of ``table``.
+async def ensure_route_metadata(topic: str) -> None:
+    """Make sure Faust's router can hash keys of ``topic``.
 
     ``app.router`` maps a key to a partition with the app producer's
-    partitioner, which reads that producer's cluster metadata.  Under
-    exactly-once, changelogs are written by the transactional producers, so
-    the app producer may never have asked about the changelog topic and the
-    lookup fails (a ``TypeError`` deep in aiokafka).  Asking once adds the
-    topic to the producer's metadata, which it then keeps fresh.
+    partitioner, which reads that producer's cluster metadata.  The app never
+    produces to the topics it routes by (the ratings topic, the changelogs),
+    so that metadata may lack them and the lookup fails with a ``TypeError``
+    deep in aiokafka.  Asking once adds the topic to the producer's
+    metadata, which it then keeps fresh.
     """
-    topic = table.changelog_topic.get_topic_name()
     try:
         producer = app.producer._ensure_producer()  # the aiokafka producer
         if producer._metadata.partitions_for_topic(topic) is None:
@@ -282,26 +282,43 @@ class ApiView(View):
 
 # --- titles -------------------------------------------------------------------
 
-@app.page("/api/titles/{movie_id}/", name="api-title")
+# Path parameters accept any segment (aiohttp's default pattern refuses braces
+# with a bare 404) so that every malformed id gets the same JSON 400.
+@app.page("/api/titles/{movie_id:[^/]+}/", name="api-title")
 class TitleView(ApiView):
     """One title: catalog document, live counts, leaderboard ranks.
 
-    The counts live in tables partitioned by ``movie_id``, and a worker holds
-    only its own partitions.  ``handle`` validates the id, then calls
-    ``routed``, which ``app.table_route`` wraps: it hashes the key the way
-    the ``rating-votes`` changelog is partitioned, looks up which worker the
-    partition assignor gave that partition to, and either runs ``routed``
-    here (same worker) or forwards the request to that worker's web server
-    and relays its answer.  While partitions are being reassigned the
-    assignor may not know the owner: Faust then answers 503.
+    The counts live in tables partitioned like the ratings topic, and a
+    worker holds only the partitions it was assigned.  ``handle`` validates
+    the id, then calls ``routed``, which Faust's router wraps: it finds the
+    partition of the key, looks up which worker the partition assignor gave
+    that partition to, and either runs ``routed`` here (same worker) or
+    forwards the request to that worker's web server and relays its answer.
+    While partitions are being reassigned the assignor may not know the
+    owner: Faust then answers 503.
+
+    Why ``topic_route(ratings_topic)`` rather than ``table_route(rating_votes)``:
+    a table update goes to the changelog partition of the event being
+    processed, i.e. the ratings topic's partition of the title, which Kafka
+    picks by hashing the raw key bytes (``m00000``).  ``table_route`` instead
+    hashes the key as the table's changelog serializes it, JSON by default
+    (``"m00000"``, quotes included), which names a different partition, and
+    so often a different worker.  The assignor gives the same worker
+    partition N of the ratings topic and of each table's changelog (they are
+    co-partitioned), so the owner of the ratings partition is the owner of
+    the counts.
     """
 
     async def handle(self, request: Request, movie_id: str) -> Response:
         valid_id(movie_id, "movie_id")
-        await ensure_route_metadata(rating_votes)
-        return await self.routed(request, movie_id=movie_id)
+        await ensure_route_metadata(ratings_topic.get_topic_name())
+        try:
+            return await self.routed(request, movie_id=movie_id)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            # only forwarding raises these (store calls raise StoreUnavailable)
+            raise StoreUnavailable("worker", exc) from exc
 
-    @app.table_route(table=rating_votes, match_info="movie_id")
+    @app.topic_route(ratings_topic, match_info="movie_id")
     async def routed(self, request: Request, movie_id: str) -> Response:
         now = time.time()
         doc = await from_store("redis", stores.redis.cached_title(movie_id, load_title))
@@ -373,7 +390,7 @@ async def _user(user_id: str) -> Optional[Dict[str, Any]]:
     }
 
 
-@app.page("/api/users/{user_id}/", name="api-user")
+@app.page("/api/users/{user_id:[^/]+}/", name="api-user")
 class UserView(ApiView):
     async def handle(self, request: Request, user_id: str) -> Response:
         valid_id(user_id, "user_id")

@@ -83,7 +83,7 @@ async def test_audit_holds_every_event_and_no_raw_pii(produced, stores):
             index=f"{stores.audit.prefix}-*",
             body={"query": {"query_string": {"query": f'"{raw}"'}}, "size": 1})
         assert reply["hits"]["total"]["value"] == 0, raw
-    sample = await stores.audit.search(event_type="user.registered", size=200)
+    sample = await stores.audit.search(event_type="user.registered", doc_kind="event", size=200)
     blob = json.dumps(sample["hits"])
     assert not any(raw in blob for raw in emails + tokens)
     assert all(hit.get("email_hash") for hit in sample["hits"])

@@ -375,3 +375,76 @@ async def test_dashboard_page_is_served(service):
                    "health-postgres", "now-watching"):
         assert f'data-testid="{testid}"' in html
     assert "http://" not in html and "https://" not in html  # no external resources
+
+
+# --- routing with several workers --------------------------------------------------------
+
+ROUTING_DB = "streamapp_test_web_routing"
+ROUTING_REDIS_DB = 7
+
+
+async def test_title_requests_reach_the_worker_that_counts_the_title(tmp_path):
+    """Two workers share the partitions; either one answers for any title
+    with the counts of the worker that owns the title's partition."""
+    env = private_env(ROUTING_DB, ROUTING_REDIS_DB)
+    await reset_private(env, ROUTING_DB)
+    workers = [
+        Worker({**env, "STREAMAPP_DATA_DIR": f"{env['STREAMAPP_DATA_DIR']}-{i}"},
+               tmp_path / f"worker-{i}.log", port=free_port())
+        for i in range(2)]
+    stores = stores_for(env)
+    cfg = settings_for(env)
+    ratings_topic = f"{env['TOPIC_PREFIX']}.ratings"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+            async def get(worker, path):
+                async with http.get(f"http://127.0.0.1:{worker.port}{path}") as response:
+                    return response.status, await response.json()
+
+            async def ratings_partitions(worker):
+                status, health = await get(worker, "/api/health/")
+                topic = health.get("consumer", {}).get("topics", {}).get(ratings_topic, {})
+                return set(topic.get("partitions", {}))
+
+            for w in workers:
+                w.start()
+            for w in workers:
+                await asyncio.to_thread(w.wait_ready, 60)
+
+            async def balanced():
+                try:
+                    a, b = [await ratings_partitions(w) for w in workers]
+                except aiohttp.ClientError:
+                    return False
+                return a and b and not a & b and a | b == {"0", "1", "2", "3"} and (a, b)
+
+            split = await wait_until(balanced, timeout=45, interval=1)
+            assert split, "the two workers did not share the partitions"
+            summary = await asyncio.to_thread(simulate, env, "--count", "1500", "--seed", SEED,
+                                              summary=tmp_path / "summary.json")
+
+            async def caught_up():
+                return not expected_vs_tally(summary, await tally(stores, cfg))
+            assert await wait_until(caught_up, timeout=60), \
+                expected_vs_tally(summary, await tally(stores, cfg))
+
+            pool = await stores.postgres.pool()
+            totals = {r["movie_id"]: r["votes"] for r in await pool.fetch(
+                "SELECT movie_id, votes FROM title_rating_totals ORDER BY votes DESC LIMIT 12")}
+            servers = set()
+            for movie_id, votes in totals.items():
+                answers = [await get(w, f"/api/titles/{movie_id}/") for w in workers]
+                assert [status for status, _ in answers] == [200, 200], answers
+                (_, one), (_, other) = answers
+                assert one["served_by"] == other["served_by"], movie_id
+                assert one["counts"]["votes"] == other["counts"]["votes"] == votes, movie_id
+                servers.add(one["served_by"])
+            # a dozen titles spread over four partitions land on both workers
+            assert servers == {f"http://127.0.0.1:{w.port}" for w in workers}
+    finally:
+        for w in workers:
+            w.stop()
+        await drop_audit_indices(stores)
+        await stores.close()
+        for i in range(2):
+            shutil.rmtree(f"{env['STREAMAPP_DATA_DIR']}-{i}", ignore_errors=True)
