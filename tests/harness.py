@@ -21,16 +21,23 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def isolated_env(tag: Optional[str] = None) -> Dict[str, str]:
-    """Environment variables that give a run its own corner of every store."""
+def isolated_env(tag: Optional[str] = None, database: str = "streamapp_test",
+                 redis_db: int = 1) -> Dict[str, str]:
+    """Environment variables that give a run its own corner of every store.
+
+    Topics, consumer groups and audit indices are new per tag; ``database``
+    (PostgreSQL and MongoDB) and ``redis_db`` let test modules that run side
+    by side keep their data apart too.
+    """
     tag = tag or f"t{uuid.uuid4().hex[:8]}"
     base_dsn = os.environ.get("POSTGRES_DSN", "postgresql://streamapp@127.0.0.1:5432/streamapp")
+    mongo = os.environ.get("TEST_MONGODB_URL", "mongodb://127.0.0.1:27017/streamapp_test")
     return {
         "STREAMAPP_ID": f"streamapp-{tag}",
         "TOPIC_PREFIX": tag,
-        "POSTGRES_DSN": base_dsn.rsplit("/", 1)[0] + "/streamapp_test",
-        "MONGODB_URL": os.environ.get("TEST_MONGODB_URL", "mongodb://127.0.0.1:27017/streamapp_test"),
-        "REDIS_URL": "redis://127.0.0.1:6379/1",
+        "POSTGRES_DSN": base_dsn.rsplit("/", 1)[0] + "/" + database,
+        "MONGODB_URL": mongo.rsplit("/", 1)[0] + "/" + database,
+        "REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
         "AUDIT_INDEX_PREFIX": f"{tag}-audit",
         "STREAMAPP_DATA_DIR": str(ROOT / ".stack" / "data" / "test-workers" / tag),
         "TOPIC_PARTITIONS": "4",
@@ -39,17 +46,16 @@ def isolated_env(tag: Optional[str] = None) -> Dict[str, str]:
 
 
 async def reset_stores(env: Dict[str, str]) -> None:
-    """Empty the test databases (not the topics: those are new per tag)."""
+    """Empty the env's databases (not the topics: those are new per tag)."""
     import asyncpg
     import redis.asyncio as aioredis
     from pymongo import AsyncMongoClient
 
-    admin_dsn = env["POSTGRES_DSN"].rsplit("/", 1)[0] + "/streamapp"
-    conn = await asyncpg.connect(admin_dsn)
+    server, database = env["POSTGRES_DSN"].rsplit("/", 1)
+    conn = await asyncpg.connect(server + "/streamapp")
     try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'streamapp_test'")
-        if not exists:
-            await conn.execute("CREATE DATABASE streamapp_test")
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
+            await conn.execute(f'CREATE DATABASE "{database}"')
     finally:
         await conn.close()
     conn = await asyncpg.connect(env["POSTGRES_DSN"])
@@ -58,7 +64,7 @@ async def reset_stores(env: Dict[str, str]) -> None:
     finally:
         await conn.close()
     mongo = AsyncMongoClient(env["MONGODB_URL"])
-    await mongo.drop_database("streamapp_test")
+    await mongo.drop_database(env["MONGODB_URL"].rsplit("/", 1)[1])
     await mongo.close()
     r = aioredis.Redis.from_url(env["REDIS_URL"])
     await r.flushdb()

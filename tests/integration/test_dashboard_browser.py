@@ -19,7 +19,7 @@ from typing import Dict
 
 import pytest
 
-from harness import ROOT, Worker, isolated_env
+from harness import ROOT, Worker, isolated_env, reset_stores
 
 pytestmark = pytest.mark.integration
 
@@ -37,45 +37,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def private_env() -> Dict[str, str]:
-    """``isolated_env`` with databases of our own instead of the shared test ones."""
-    env = isolated_env()
-    env["POSTGRES_DSN"] = env["POSTGRES_DSN"].rsplit("/", 1)[0] + "/" + DB_NAME
-    env["MONGODB_URL"] = env["MONGODB_URL"].rsplit("/", 1)[0] + "/" + DB_NAME
-    env["REDIS_URL"] = env["REDIS_URL"].rsplit("/", 1)[0] + f"/{REDIS_DB}"
-    return env
-
-
-async def reset_private(env: Dict[str, str]) -> None:
-    import asyncpg
-    import redis.asyncio as aioredis
-    from pymongo import AsyncMongoClient
-
-    conn = await asyncpg.connect(env["POSTGRES_DSN"].rsplit("/", 1)[0] + "/streamapp")
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB_NAME):
-            await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    finally:
-        await conn.close()
-    conn = await asyncpg.connect(env["POSTGRES_DSN"])
-    try:
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await conn.close()
-    mongo = AsyncMongoClient(env["MONGODB_URL"])
-    await mongo.drop_database(DB_NAME)
-    await mongo.close()
-    r = aioredis.Redis.from_url(env["REDIS_URL"])
-    await r.flushdb()
-    await r.aclose()
-
 
 @pytest.fixture(scope="module")
 async def dashboard_worker(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (Debian package 'chromium')")
-    env = private_env()
-    await reset_private(env)
+    env = isolated_env(database=DB_NAME, redis_db=REDIS_DB)
+    await reset_stores(env)
     port = free_port()
     worker = Worker(env, tmp_path_factory.mktemp("dashboard") / "worker.log", port=port)
     try:

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from harness import (Worker, expected_vs_tally, isolated_env, settings_for, simulate,
+from harness import (Worker, expected_vs_tally, isolated_env, reset_stores, settings_for, simulate,
                      stores_for, wait_until)
 from streamapp.stores import redis as rk
 from streamapp.tally import tally
@@ -38,39 +38,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def private_env(db_name: str, redis_db: int) -> Dict[str, str]:
-    """``isolated_env`` with databases of our own instead of the shared test ones."""
-    env = isolated_env()
-    env["POSTGRES_DSN"] = env["POSTGRES_DSN"].rsplit("/", 1)[0] + "/" + db_name
-    env["MONGODB_URL"] = env["MONGODB_URL"].rsplit("/", 1)[0] + "/" + db_name
-    env["REDIS_URL"] = env["REDIS_URL"].rsplit("/", 1)[0] + f"/{redis_db}"
-    return env
-
-
-async def reset_private(env: Dict[str, str], db_name: str) -> None:
-    import asyncpg
-    import redis.asyncio as aioredis
-    from pymongo import AsyncMongoClient
-
-    conn = await asyncpg.connect(env["POSTGRES_DSN"].rsplit("/", 1)[0] + "/streamapp")
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", db_name):
-            await conn.execute(f'CREATE DATABASE "{db_name}"')
-    finally:
-        await conn.close()
-    conn = await asyncpg.connect(env["POSTGRES_DSN"])
-    try:
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await conn.close()
-    mongo = AsyncMongoClient(env["MONGODB_URL"])
-    await mongo.drop_database(db_name)
-    await mongo.close()
-    r = aioredis.Redis.from_url(env["REDIS_URL"])
-    await r.flushdb()
-    await r.aclose()
 
 
 async def drop_audit_indices(stores) -> None:
@@ -100,8 +67,8 @@ class Service:
 
 @pytest.fixture(scope="module")
 async def service(tmp_path_factory):
-    env = private_env(DB_NAME, REDIS_DB)
-    await reset_private(env, DB_NAME)
+    env = isolated_env(database=DB_NAME, redis_db=REDIS_DB)
+    await reset_stores(env)
     port = free_port()
     tmp = tmp_path_factory.mktemp("web")
     worker = Worker(env, tmp / "worker.log", port=port)
@@ -386,8 +353,8 @@ ROUTING_REDIS_DB = 7
 async def test_title_requests_reach_the_worker_that_counts_the_title(tmp_path):
     """Two workers share the partitions; either one answers for any title
     with the counts of the worker that owns the title's partition."""
-    env = private_env(ROUTING_DB, ROUTING_REDIS_DB)
-    await reset_private(env, ROUTING_DB)
+    env = isolated_env(database=ROUTING_DB, redis_db=ROUTING_REDIS_DB)
+    await reset_stores(env)
     workers = [
         Worker({**env, "STREAMAPP_DATA_DIR": f"{env['STREAMAPP_DATA_DIR']}-{i}"},
                tmp_path / f"worker-{i}.log", port=free_port())

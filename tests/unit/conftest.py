@@ -18,7 +18,7 @@ async def app(clean_stores):
     from streamapp.simulator.__main__ import ensure_topics
     from streamapp.config import settings
 
-    import agents.accounts, agents.catalog, agents.ratings, agents.sessions  # noqa: F401
+    import agents.accounts, agents.catalog, agents.ratings, agents.sessions  # noqa: F401,E401
     faust_app.finalize()
     faust_app.flow_control.resume()
     await ensure_topics(settings.kafka_bootstrap)

@@ -3,7 +3,6 @@ the real PostgreSQL."""
 import asyncio
 from datetime import datetime, timezone
 
-import pytest
 
 from harness import wait_until
 from streamapp import records as r
