@@ -37,6 +37,10 @@ def create_app(cfg: Settings) -> faust.App:
         producer_acks=-1,
         # Rebalances should not stall on slow batches: allow long store retries.
         broker_max_poll_interval=300.0,
+        # A worker that died (kill -9) is noticed after this long, and its
+        # partitions move; Faust's default of 60 s leaves them idle for a minute.
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
         web_host=cfg.web_host,
         web_bind=cfg.web_host,
         web_port=cfg.web_port,

@@ -101,6 +101,9 @@ class Worker:
 
     def start(self) -> "Worker":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # A restarted worker appends to the same log: only lines after this
+        # point tell whether *this* process is ready.
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "faust", "-A", "streamapp", "worker", "-l", "info"],
@@ -113,7 +116,10 @@ class Worker:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited: {self.tail()}")
-            if b"Worker]: Ready" in self.log_path.read_bytes():
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_offset)
+                ready = b"Worker]: Ready" in log.read()
+            if ready:
                 return
             time.sleep(0.5)
         raise TimeoutError(f"worker not ready in {timeout}s: {self.tail()}")
