@@ -4,7 +4,7 @@ MongoDB document.
 
 The MongoDB aggregate is a projection of PostgreSQL's exact totals, so it is
 not written per batch: titles whose totals changed are collected and written
-once a second (popular titles change in almost every batch, and a document
+every ``TITLE_AGGREGATE_INTERVAL_S`` (popular titles change in almost every batch, and a document
 update costs far more on MongoDB/FerretDB than a row on PostgreSQL).  If the
 worker dies before a flush, the start-up resync copies every title's totals
 again; the projection is idempotent either way (absolute ``$set``).
@@ -59,7 +59,7 @@ async def flush_title_aggregates() -> int:
         return 0
 
 
-@app.timer(interval=1.0)
+@app.timer(interval=settings.title_aggregate_interval_s)
 async def title_aggregates():
     await flush_title_aggregates()
 

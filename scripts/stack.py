@@ -503,12 +503,13 @@ class Postgres(Server):
         return f"SELECT 1 -> {self.psql('SELECT 1')}"
 
     def after_start(self) -> None:
-        """Create the app's role and database (named by POSTGRES_DSN) if missing."""
-        role, database = quote_ident(self.role), quote_ident(self.database)
+        """Create the app's role and database (named by POSTGRES_DSN), and FerretDB's, if missing."""
+        role = quote_ident(self.role)
         if not self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = {quote_literal(self.role)}"):
             self.psql(f"CREATE ROLE {role} LOGIN CREATEDB")
-        if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(self.database)}"):
-            self.psql(f"CREATE DATABASE {database} OWNER {role}")
+        for name in (self.database, FERRETDB_DATABASE):
+            if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(name)}"):
+                self.psql(f"CREATE DATABASE {quote_ident(name)} OWNER {role}")
 
     def probe(self) -> str:
         import asyncio
@@ -538,8 +539,19 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+#: The PostgreSQL database FerretDB keeps its collections in.
+FERRETDB_DATABASE = "ferretdb"
+
+
 class MongoDB(Server):
-    """A MongoDB wire-protocol server: a real mongod if on PATH, else FerretDB on SQLite.
+    """A MongoDB wire-protocol server: a real mongod if on PATH, else FerretDB on PostgreSQL.
+
+    FerretDB's PostgreSQL backend, its most mature one in v1, is several times
+    faster than its SQLite backend for lookups and updates by ``_id`` (measured
+    here: 2 ms against 8-17 ms per ``find_one`` on 500 documents), and it does
+    not report "database is closed" under concurrent writers.  It keeps its data
+    in the ``ferretdb`` database of the stack's PostgreSQL, so start PostgreSQL
+    first (``up`` does).
 
     MongoDB itself is not in any package registry we can reach; FerretDB is built
     from the Go module proxy.
@@ -594,7 +606,9 @@ class MongoDB(Server):
     def command(self) -> list[str]:
         if mongod := self.mongod():
             return [mongod, "--dbpath", str(self.data), "--bind_ip", BIND_HOST, "--port", str(self.port)]
-        return [str(self.ferretdb), "--handler=sqlite", f"--sqlite-url=file:{self.data}/",
+        pg = SERVERS["postgres"]
+        backend = f"postgres://{urllib.parse.quote(pg.role)}@127.0.0.1:{pg.port}/{FERRETDB_DATABASE}"
+        return [str(self.ferretdb), "--handler=postgresql", f"--postgresql-url={backend}",
                 f"--state-dir={self.data}", f"--listen-addr={self.address}", "--debug-addr=-",
                 "--telemetry=disable", "--log-level=error"]  # warn logs every unsupported command
 

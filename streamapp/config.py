@@ -107,6 +107,11 @@ class Settings:
     #: Minimum votes for the "best rated" leaderboard, so one 10/10 vote does
     #: not top the chart.
     min_votes: int = field(default_factory=lambda: _env_int("MIN_VOTES", 5))
+    #: How often changed titles' rating aggregates are copied to MongoDB.  The
+    #: aggregate is a projection of PostgreSQL's exact totals; a document update
+    #: costs milliseconds on FerretDB, so popular titles are coalesced.
+    title_aggregate_interval_s: float = field(default_factory=lambda: _env_float(
+        "TITLE_AGGREGATE_INTERVAL_S", 2.0))
     #: How often table counts are mirrored into Redis leaderboards.
     mirror_interval_s: float = field(default_factory=lambda: _env_float("MIRROR_INTERVAL_S", 1.0))
     #: Viewing sessions expire from Redis this long after the last heartbeat.

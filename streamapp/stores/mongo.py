@@ -23,7 +23,7 @@ from pymongo.errors import BulkWriteError
 from ..records import Event
 
 #: Update statements per command; see ``_update_many``.
-UPDATE_CHUNK = 32
+UPDATE_CHUNK = 4
 
 #: Fields of a title that a catalog event sets (everything but aggregates).
 _TITLE_FIELDS = ("title", "year", "genres", "directors", "similar", "synopsis", "runtime_min")
@@ -74,8 +74,11 @@ class MongoStore:
         bulk result parsing expects reply fields (``nModified``) that
         FerretDB does not always return.  The chunk is small because FerretDB
         v1 keeps every statement's cursor (and a backend connection) open until
-        the whole command ends: a command with more statements than its
-        connection pool deadlocks the server.  Two concurrent upserts of the same
+        the whole command ends: commands whose statements add up to more than
+        its connection pool (50 by default), across all clients at once,
+        deadlock the server.  Four statements per command keep a dozen
+        concurrent writers safe and cost little: FerretDB's time goes into
+        each statement, not the round trip.  Two concurrent upserts of the same
         new ``_id`` can make one fail with a duplicate key (E11000); the
         server's advice is to retry, which we do for those statements only.
         Other write errors are raised as ``BulkWriteError``.
