@@ -56,7 +56,7 @@ async def measure(env: Dict[str, str], summary: dict, with_audit: bool = True) -
     try:
         async def settled():
             return not expected_vs_tally(summary, await tally(stores, cfg))
-        await wait_until(settled, timeout=300, interval=3)
+        await wait_until(settled, timeout=900, interval=5)
         counts = await tally(stores, cfg)
         expect = summary["expect"]
         pg_expected = (sum(n for t, n in summary["per_type"].items()

@@ -45,3 +45,59 @@ async def test_registration_then_payment_lands_in_postgres(app):
     assert await _count("SELECT count(*) FROM users WHERE user_id = 'ua1' AND NOT inferred") == 1
     assert await _count("SELECT count(*) FROM payments WHERE payment_id = 'pa1'") == 1
     assert await _count("SELECT count(*) FROM applied_events WHERE subject_id = 'ua1'") == 3
+
+
+async def test_a_payment_before_its_sign_up_is_kept_and_completed_later(app):
+    """Early events are not dropped: the user and subscription are inferred,
+    then filled in when their own events arrive."""
+    from agents.accounts import payments, subscriptions, users
+
+    pay = r.PaymentFailed(event_id=_id(11), occurred_at=NOW, payment_id="pb1", user_id="ub1",
+                          subscription_id="sb1", amount_cents=1299, currency="USD",
+                          card_token="tok_abcdefghijkl", card_last4="0005",
+                          failure_reason="expired_card")
+    async with payments.test_context() as p:
+        await p.put(encode(pay), key=key_of(pay), wait=False)
+        assert await wait_until(lambda: _count(
+            "SELECT count(*) FROM payments WHERE payment_id = 'pb1'"), timeout=20, interval=0.2)
+    assert await _count("SELECT count(*) FROM users WHERE user_id = 'ub1' AND inferred") == 1
+    assert await _count(
+        "SELECT count(*) FROM subscriptions WHERE subscription_id = 'sb1' AND status = 'inferred'") == 1
+
+    signup = r.UserRegistered(event_id=_id(12), occurred_at=NOW, user_id="ub1",
+                              email="bo@example.com", display_name="Bo", country="PT",
+                              birth_year=1985)
+    sub = r.SubscriptionStarted(event_id=_id(13), occurred_at=NOW, subscription_id="sb1",
+                                user_id="ub1", plan="standard", price_cents=1299, currency="USD")
+    async with users.test_context() as u, subscriptions.test_context() as s:
+        await u.put(encode(signup), key=key_of(signup), wait=False)
+        await s.put(encode(sub), key=key_of(sub), wait=False)
+
+        async def completed():
+            return await _count("SELECT count(*) FROM subscriptions WHERE subscription_id = 'sb1'"
+                                " AND status = 'active' AND plan = 'standard'")
+        assert await wait_until(completed, timeout=20, interval=0.2)
+    assert await _count("SELECT count(*) FROM users WHERE user_id = 'ub1' AND NOT inferred") == 1
+
+
+async def test_hostile_strings_are_stored_verbatim_never_executed(app):
+    """Parameterised SQL and typed MongoDB updates: injection payloads are just text."""
+    from agents.accounts import preferences, users
+    from streamapp.stores import stores
+
+    hostile = "Robert'); DROP TABLE users;-- {\"$gt\": \"\"} $where"
+    signup = r.UserRegistered(event_id=_id(21), occurred_at=NOW, user_id="uc1",
+                              email="eve@example.com", display_name=hostile, country="US",
+                              birth_year=1970)
+    pref = r.PreferenceSet(event_id=_id(22), occurred_at=NOW, user_id="uc1", key="language",
+                           value="$ne; DELETE FROM preferences")
+    async with users.test_context() as u, preferences.test_context() as p:
+        await u.put(encode(signup), key=key_of(signup), wait=False)
+        await p.put(encode(pref), key=key_of(pref), wait=False)
+        assert await wait_until(lambda: _count(
+            "SELECT count(*) FROM preferences WHERE user_id = 'uc1'"), timeout=20, interval=0.2)
+    pool = await stores.postgres.pool()
+    assert await pool.fetchval("SELECT display_name FROM users WHERE user_id = 'uc1'") == hostile
+    assert await pool.fetchval("SELECT value FROM preferences WHERE user_id = 'uc1'") == \
+        "$ne; DELETE FROM preferences"
+    assert await _count("SELECT count(*) FROM users") >= 1

@@ -161,3 +161,18 @@ async def test_bad_input_goes_to_the_dead_letter_topic_with_its_reason(app):
     headers = dict(found.headers)
     assert headers["x-reason"] == b"malformed_json"
     assert headers["x-source-topic"].endswith(b".ratings")
+
+
+async def test_dollar_strings_in_catalog_fields_are_plain_values(app):
+    from agents.catalog import catalog
+
+    movie = "mu-hostile"
+    event = _title(movie)
+    event.title = "$where: function() { return true }"
+    event.synopsis = '{"$gt": ""}'
+    async with catalog.test_context() as agent:
+        await agent.put(encode(event), key=key_of(event), wait=False)
+        assert await wait_until(lambda: stores.mongo.titles([movie]), timeout=20, interval=0.2)
+    doc = (await stores.mongo.titles([movie]))[movie]
+    assert doc["title"] == "$where: function() { return true }"
+    assert doc["synopsis"] == '{"$gt": ""}'

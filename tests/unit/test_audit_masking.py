@@ -1,0 +1,46 @@
+"""What S3 sends to the audit store: masked, with ids that make replays harmless."""
+import json
+from datetime import datetime, timezone
+
+from streamapp import records as r
+from streamapp.audit import deadletter_doc, email_hash, event_doc, outcome_docs
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def test_user_documents_carry_a_hash_not_the_email():
+    event = r.UserRegistered(event_id="00000000-0000-4000-8000-000000000001", occurred_at=NOW,
+                             user_id="u1", email="Ana.Silva@example.com", display_name="Ana Silva",
+                             country="BR", birth_year=1990)
+    doc = event_doc(event, "users")
+    blob = json.dumps(doc, default=str)
+    assert "Ana.Silva@example.com" not in blob and "Ana Silva" not in blob
+    assert doc["email_hash"] == email_hash("ana.silva@example.com")
+    assert doc["_id"] == event.event_id
+
+
+def test_payment_documents_hold_no_card_data():
+    event = r.PaymentProcessed(event_id="00000000-0000-4000-8000-000000000002", occurred_at=NOW,
+                               payment_id="p1", user_id="u1", subscription_id="s1",
+                               amount_cents=799, currency="USD", card_token="tok_secretsecret",
+                               card_last4="4242")
+    blob = json.dumps(event_doc(event, "payments"), default=str)
+    assert "tok_secretsecret" not in blob and "4242" not in blob
+    assert "799" in blob
+
+
+def test_dead_letters_are_described_without_their_raw_bytes():
+    raw = b'{"type": "user.registered", "email": "x@example.com", "card": "4111111111111111"'
+    doc = deadletter_doc(raw, {"x-reason": "malformed_json", "x-source-topic": "p.users",
+                               "x-source-partition": "0", "x-source-offset": "7"})
+    blob = json.dumps(doc, default=str)
+    assert "x@example.com" not in blob and "4111111111111111" not in blob
+    assert doc["_id"] == "dl:p.users:0:7" and doc["reason"] == "malformed_json"
+
+
+def test_outcome_documents_are_keyed_by_event_store_and_status():
+    body = json.dumps({"status": "stored", "stream": "ratings", "store": "postgres",
+                       "at": NOW.isoformat(),
+                       "events": [["e1", NOW.isoformat(), "rating.submitted"]]}).encode()
+    (doc,) = outcome_docs(body)
+    assert doc["_id"] == "e1:postgres:stored"
