@@ -107,7 +107,8 @@ async def run_scenario(name: str, produce_args: List[str],
                        after: Callable[[], None] = None) -> Dict[str, int]:
     import json
 
-    env = isolated_env()
+    # Databases of its own: the test suite resets the shared test ones.
+    env = isolated_env(database="streamapp_chaos", redis_db=3)
     env["TABLE_STORE"] = "rocksdb://"
     await reset_stores(env)
     worker = Worker(env, WORK / f"{name}-worker.log", port=6091).start()
