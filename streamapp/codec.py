@@ -10,6 +10,7 @@ then the domain rules below apply.
 """
 from __future__ import annotations
 
+import functools
 import re
 import typing
 import uuid
@@ -101,8 +102,14 @@ def _build(cls: Type[Event], data: Dict[str, Any]) -> Event:
     return event
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> Dict[str, Any]:
+    """Field types of a record class (resolving them is slow; do it once)."""
+    return typing.get_type_hints(cls)
+
+
 def _check_fields(cls: type, data: Dict[str, Any]) -> Dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     defaults = cls._options.defaults
     values: Dict[str, Any] = {}
     for name in cls._options.fields:

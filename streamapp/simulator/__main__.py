@@ -65,9 +65,12 @@ async def ensure_topics(bootstrap: str) -> None:
 async def produce(args: argparse.Namespace) -> dict:
     await ensure_topics(settings.kafka_bootstrap)
     world = World(args.seed, args.users, args.titles, args.bad_share, args.epoch)
+    # Idempotent, acks=all, and patient: a broker that restarts mid-run delays
+    # delivery (up to 5 minutes) instead of failing the run.
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                 enable_idempotence=True, linger_ms=5,
-                                max_batch_size=256 * 1024)
+                                max_batch_size=256 * 1024, request_timeout_ms=300_000,
+                                retry_backoff_ms=500)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,0 +1,1 @@
+"""Long-running system suites on the real stack: ``make chaos`` and ``make bench``."""
