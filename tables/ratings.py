@@ -132,10 +132,17 @@ async def _mirror_everything_after_recovery() -> None:
     _dirty.update(rating_votes.keys())
 
 
+#: Genres a title had before a catalog edit, to take it off boards it left.
+_former_genres: Dict[str, List[str]] = {}
+
+
 def forget_genres(movie_ids: Iterable[str]) -> None:
-    """A catalog edit may change a title's genres: load them again next time."""
+    """A catalog edit may change a title's genres: load them again, re-mirror."""
     for movie in movie_ids:
-        _genres.pop(movie, None)
+        former = _genres.pop(movie, None)
+        if former:
+            _former_genres[movie] = former
+            _dirty.add(movie)
 
 
 async def _genres_of(movie_ids: List[str]) -> Dict[str, List[str]]:
@@ -186,7 +193,13 @@ async def mirror_leaderboards() -> None:
     try:
         genres = await _genres_of(movie_ids)
         scores, expire = leaderboard_scores(movie_ids, genres, time.time())
-        await stores.redis.mirror(scores, expire)
+        left: Dict[str, List[str]] = {}
+        for movie in movie_ids:
+            for genre in set(_former_genres.get(movie, [])) - set(genres.get(movie, [])):
+                left.setdefault(redis_keys.genre_key(genre), []).append(movie)
+        await stores.redis.mirror(scores, expire, remove=left)
+        for movie in movie_ids:
+            _former_genres.pop(movie, None)
     except Exception as exc:  # the next tick tries again; nothing is lost
         _dirty.update(movie_ids)
         log.warning("leaderboard mirror deferred: %s: %s", type(exc).__name__, exc)

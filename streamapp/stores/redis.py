@@ -153,9 +153,13 @@ class RedisStore:
         """Drop sessions that went silent (no heartbeat within the TTL)."""
         await self.client.zremrangebyscore(WATCHING, "-inf", time.time() - self.session_ttl_s)
 
-    async def mirror(self, scores: Dict[str, Dict[str, float]], expire_s: Dict[str, int]) -> None:
-        """Set leaderboard scores to absolute values (idempotent), one pipeline."""
+    async def mirror(self, scores: Dict[str, Dict[str, float]], expire_s: Dict[str, int],
+                     remove: Optional[Dict[str, List[str]]] = None) -> None:
+        """Set leaderboard scores to absolute values (idempotent), one pipeline;
+        ``remove`` takes members off boards they no longer belong on."""
         async with self.client.pipeline(transaction=False) as pipe:
+            for key, members in (remove or {}).items():
+                pipe.zrem(key, *members)
             for key, members in scores.items():
                 if members:
                     pipe.zadd(key, members)
