@@ -57,11 +57,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
-from tests.harness import (ROOT, Worker, expected_vs_tally, isolated_env, reset_stores, settings_for,
-                           simulate, stores_for)
+from tests.harness import (ROOT, Worker, expected_vs_tally, isolated_env, reset_stores,
+                           settings_for, simulate, stores_for)
 
 RESULTS = ROOT / "bench" / "results"
-STREAM_NAMES = ("users", "subscriptions", "payments", "preferences", "ratings", "sessions", "catalog")
+STREAM_NAMES = ("users", "subscriptions", "payments", "preferences", "ratings", "sessions",
+                "catalog")
 ACCOUNT_PREFIXES = ("user.", "subscription.", "payment.", "preference.")
 SESSION_TYPES = ("session.started", "session.heartbeat", "session.ended")
 #: PostgreSQL / MongoDB database and Redis database of the benchmark (the
@@ -337,8 +338,10 @@ def percentiles(values: Sequence[float]) -> Optional[dict]:
     if not len(values):
         return None
     a = np.asarray(values, dtype=float)
-    return {"p50": round(float(np.percentile(a, 50)), 4), "p95": round(float(np.percentile(a, 95)), 4),
-            "p99": round(float(np.percentile(a, 99)), 4), "max": round(float(a.max()), 4),
+    def q(p: float) -> float:
+        return round(float(np.percentile(a, p)), 4)
+
+    return {"p50": q(50), "p95": q(95), "p99": q(99), "max": round(float(a.max()), 4),
             "samples": int(a.size)}
 
 
@@ -565,13 +568,16 @@ def stop_worker(name: str) -> None:
     else:
         worker.stop()
 
-def pipeline_env(base: Dict[str, str], tag: str, name: str, work: Path, **extra: str) -> Dict[str, str]:
+
+def pipeline_env(base: Dict[str, str], tag: str, name: str, work: Path,
+                 **extra: str) -> Dict[str, str]:
     return {**base, "STREAMAPP_ID": f"streamapp-{tag}-{name}",
             "AUDIT_INDEX_PREFIX": f"{tag}-{name}-audit",
             "STREAMAPP_DATA_DIR": str(work / f"{name}-data"), **extra}
 
 
-def start_worker(env: Dict[str, str], work: Path, name: str, profile: Optional[Path] = None) -> Process:
+def start_worker(env: Dict[str, str], work: Path, name: str,
+                 profile: Optional[Path] = None) -> Process:
     faust_argv = ["-m", "faust", "-A", "streamapp", "worker", "-l", "info"]
     if profile is not None:  # a saved session, rendered by ``render_profile``
         argv = ["-m", "pyinstrument", "-r", "pyisession", "-o", str(profile), *faust_argv]
@@ -1114,8 +1120,8 @@ async def run(args: argparse.Namespace) -> int:
         "command": "make bench" if not args.profile else "python -m tests.system.bench --profile",
         "machine": machine_info(),
         "events": {"count": args.count, "seed": args.seed, "rate": 0,
-                   "produced_by": "python -m streamapp.simulator --rate 0 (default --users/--titles,"
-                                  " no bad events, occurred_at = wall clock)"},
+                   "produced_by": ("python -m streamapp.simulator --rate 0 (default --users"
+                                   " and --titles, no bad events, occurred_at = wall clock)")},
         "config": {},
         "passes": {},
         "notes": [],
@@ -1123,8 +1129,8 @@ async def run(args: argparse.Namespace) -> int:
     failed = False
     try:
         _say(f"namespace {tag}; producing {args.count} events (seed {args.seed}) ...")
-        summary = simulate(base, "--count", str(args.count), "--rate", "0", "--seed", str(args.seed),
-                           summary=work / "summary.json")
+        summary = simulate(base, "--count", str(args.count), "--rate", "0",
+                           "--seed", str(args.seed), summary=work / "summary.json")
         results["events"].update(per_topic=summary["per_topic"],
                                  producer_events_per_s=summary["rate"])
         cfg = settings_for(base)
