@@ -1108,7 +1108,37 @@ def _say(message: str) -> None:
     print(f"bench: {message}", flush=True)
 
 
+def single_run_lock():
+    """Hold an exclusive lock for the run, or None if another run holds it.
+
+    Two benchmarks at once would share the benchmark's databases (and each
+    other's CPU), so a second one does not start.
+    """
+    import fcntl
+
+    path = ROOT / ".stack" / "bench.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
 async def run(args: argparse.Namespace) -> int:
+    lock = single_run_lock()
+    if lock is None:
+        _say("another benchmark is running on this machine (.stack/bench.lock); not starting")
+        return 2
+    try:
+        return await _run(args)
+    finally:
+        lock.close()
+
+
+async def _run(args: argparse.Namespace) -> int:
     wall_start = time.monotonic()
     tag = f"bench{uuid.uuid4().hex[:6]}"
     work = Path(tempfile.mkdtemp(prefix="streamapp-bench-"))
