@@ -31,7 +31,7 @@ from opensearchpy.exceptions import ConnectionError as AuditConnectionError
 from opensearchpy.exceptions import TransportError
 
 from . import metrics
-from .codec import Rejection, _has_card_number, decode
+from .codec import Rejection, has_card_number, decode
 from .config import Settings, settings
 from .records import Event
 from .stores.audit import AuditStore
@@ -69,7 +69,7 @@ def mask(value: Any, cfg: Settings = settings) -> Any:
         return out
     if isinstance(value, list):
         return [mask(item, cfg) for item in value]
-    if isinstance(value, str) and _has_card_number(value):
+    if isinstance(value, str) and has_card_number(value):
         return _MASKED
     return value
 

@@ -178,7 +178,7 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _has_card_number(text: str) -> bool:
+def has_card_number(text: str) -> bool:
     """A 13-19 digit run that passes the Luhn check: a primary account number."""
     return any(_luhn_ok(run) for run in _DIGIT_RUN.findall(text))
 
@@ -211,7 +211,7 @@ def _check_rules(event: Event) -> None:
     token = getattr(event, "card_token", None)
     if token is not None:
         _require(bool(_TOKEN.match(token)), "bad_value", "card_token must be tok_ + 8..64 alphanumerics")
-        _require(not _has_card_number(token), "card_number", "card_token holds a card number")
+        _require(not has_card_number(token), "card_number", "card_token holds a card number")
     plan = getattr(event, "plan", None)
     if plan is not None:
         _require(plan in PLANS, "bad_value", f"plan must be one of {sorted(PLANS)}")

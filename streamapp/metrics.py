@@ -16,15 +16,6 @@ events_consumed = Counter(
     "streamapp_events_consumed_total", "Events read from each source stream", ["stream"])
 
 
-def value(counter: Counter, **labels) -> float:
-    """Current value of one labelled series (0 when never touched)."""
-    for metric in counter.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.labels == labels:
-                return sample.value
-    return 0.0
-
-
 def totals(counter: Counter, label: str) -> dict:
     """Sum of a counter per value of one label, e.g. events consumed per stream."""
     out: dict = {}

@@ -70,13 +70,3 @@ deadletter_topic = _topic("deadletter")
 #: What S2 did with each batch (stored / rejected / retried, per store);
 #: consumed by the audit agent (S3) and anyone who wants to react to it.
 outcomes_topic = _topic("outcomes")
-
-SOURCE_TOPICS = {
-    "users": users_topic,
-    "subscriptions": subscriptions_topic,
-    "payments": payments_topic,
-    "preferences": preferences_topic,
-    "ratings": ratings_topic,
-    "sessions": sessions_topic,
-    "catalog": catalog_topic,
-}

@@ -180,8 +180,7 @@ class World:
     def _pick_sub(self) -> Optional[Tuple[str, str, str]]:
         if not self.active_subs:
             return None
-        sid = self.rng.choice(list(self.active_subs)) if len(self.active_subs) < 64 else \
-            list(self.active_subs)[self.rng.randrange(len(self.active_subs))]
+        sid = self.rng.choice(list(self.active_subs))
         user, plan = self.active_subs[sid]
         return sid, user, plan
 
@@ -238,8 +237,7 @@ class World:
 
     def _session(self) -> r.Event:
         if self.open_sessions and self.rng.random() < 0.7:
-            sid = self.rng.choice(list(self.open_sessions)) if len(self.open_sessions) < 64 \
-                else list(self.open_sessions)[self.rng.randrange(len(self.open_sessions))]
+            sid = self.rng.choice(list(self.open_sessions))
             user, movie, pos = self.open_sessions[sid]
             if self.rng.random() < 0.25:
                 del self.open_sessions[sid]
