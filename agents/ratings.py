@@ -10,11 +10,11 @@ worker dies before a flush, the start-up resync copies every title's totals
 again; the projection is idempotent either way (absolute ``$set``).
 """
 import logging
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from streamapp.app import app
 from streamapp.config import settings
-from streamapp.pipeline import handle_batch, stop_before_commit
+from streamapp.pipeline import handle_batch, stop_before_commit, timed
 from streamapp.stores import stores
 from streamapp.stores.base import retrying
 from streamapp.topics import ratings_topic
@@ -27,12 +27,18 @@ _pending_totals: Dict[str, Tuple[int, int]] = {}
 
 
 async def process(batch) -> None:
+    sources: Dict[str, Tuple[int, int]] = {}
+    canonical: Dict[str, Optional[Tuple[int, int]]] = {}
+
     async def to_postgres(events):
-        _pending_totals.update(await stores.postgres.write_ratings(events))
+        totals, first_read_at = await stores.postgres.write_ratings(events, sources)
+        _pending_totals.update(totals)
+        canonical.update(first_read_at)
 
     accepted = await handle_batch("ratings", batch, [
-        ("postgres", to_postgres), ("redis", stores.redis.count_events)])
-    count_ratings(accepted)
+        ("postgres", to_postgres), ("redis", stores.redis.count_events)], sources=sources)
+    with timed("ratings", "tables"):
+        count_ratings(accepted, canonical)
 
 
 @app.agent(ratings_topic)

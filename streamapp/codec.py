@@ -191,7 +191,8 @@ def _require(ok: bool, code: str, detail: str) -> None:
 def _check_rules(event: Event) -> None:
     """Domain rules; one place, so docs/events.md can point here."""
     try:
-        uuid.UUID(event.event_id)
+        # One spelling per id (lower case, hyphens): ids are idempotency keys.
+        event.event_id = str(uuid.UUID(event.event_id))
     except ValueError:
         raise _Invalid("bad_id", "event_id must be a UUID") from None
     for id_field in ("user_id", "movie_id", "session_id", "subscription_id", "payment_id"):

@@ -1,4 +1,4 @@
-"""Rating counts per title: a tumbling window, a hopping window, all time.
+"""Rating counts per title: all time, a tumbling window and a hopping window.
 
 The tables are keyed by ``movie_id``, like the ratings topic, so each worker
 counts the titles of the partitions it owns.  Windows follow event time: the
@@ -6,8 +6,24 @@ Kafka record timestamp, which producers set to ``occurred_at`` (see
 docs/events.md).  Every table is backed by a changelog topic and, in the
 worker, by RocksDB; a restarted worker recovers them from both.
 
+Exactly once per rating, under at-least-once delivery:
+
+* every value carries, next to its count, the offset of the last rating it
+  counted, per source partition.  A value and its mark travel in the same
+  changelog record, so after a crash a replayed rating is either in the
+  recovered count (and at or below its mark, skipped) or in neither;
+* a rating Kafka holds twice (a producer retry, a replayed stream) counts
+  only at the offset PostgreSQL stored it from first (``ratings.src_*``),
+  which the ratings agent hands over as ``canonical``.
+
+Cheap: a batch changes each (title, window) once, so a batch of ratings
+costs one changelog record per title and table, not one per rating and
+window.  The hopping hour (1 h, every 5 min) is not a Faust hopping table,
+which would write all 12 overlapping windows per rating; it is read as the
+sum of the 12 five-minute tumbling panes it spans ("pane" aggregation).
+
 Late ratings: a rating whose every window has already closed (window end plus
-``LATE_GRACE_S`` is in the past) is counted in the all-time tables only,
+``LATE_GRACE_S`` is in the past) is counted in the all-time totals only,
 never in a closed window, so a published window does not change afterwards.
 
 Leaderboards in Redis are mirrored from these tables with absolute scores,
@@ -16,12 +32,11 @@ so Redis can be rebuilt from Kafka alone.
 from __future__ import annotations
 
 import logging
-import operator
 import time
 import weakref
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Dict, Iterable, List, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from faust.streams import _current_event
 
@@ -34,37 +49,49 @@ log = logging.getLogger(__name__)
 
 TUMBLING = "1m" if settings.tumbling_window_s == 60 else f"{settings.tumbling_window_s}s"
 HOPPING = "1h" if settings.hopping_window_s == 3600 else f"{settings.hopping_window_s}s"
-_expires = timedelta(seconds=settings.window_expires_s)
+PANE = "5m" if settings.hopping_step_s == 300 else f"{settings.hopping_step_s}s"
+#: Panes must outlive the hour they add up to.
+_expires = timedelta(seconds=max(settings.window_expires_s,
+                                 settings.hopping_window_s + settings.hopping_step_s))
+
+#: Source of a rating record: (partition, offset).
+Source = Tuple[int, int]
+
+
+def _no_ratings() -> list:
+    """A window's value: [ratings, {partition: last offset counted}]."""
+    return [0, {}]
+
+
+def _no_totals() -> list:
+    """A title's all-time value: [ratings, sum of scores, {partition: last offset}]."""
+    return [0, 0, {}]
+
+
+rating_totals = app.Table(
+    "rating-totals", default=_no_totals, key_type=str,
+    partitions=settings.topic_partitions,
+    help="Ratings and sum of scores per title, all time.")
 
 rating_counts_tumbling = app.Table(
-    "rating-counts-tumbling", default=int, key_type=str, value_type=int,
+    "rating-counts-minute", default=_no_ratings, key_type=str,
     partitions=settings.topic_partitions,
     help="Ratings per title in tumbling windows.",
 ).tumbling(settings.tumbling_window_s, expires=_expires).relative_to_stream()
 
-rating_counts_hopping = app.Table(
-    "rating-counts-hopping", default=int, key_type=str, value_type=int,
+rating_counts_panes = app.Table(
+    "rating-counts-pane", default=_no_ratings, key_type=str,
     partitions=settings.topic_partitions,
-    help="Ratings per title in hopping windows.",
-).hopping(settings.hopping_window_s, settings.hopping_step_s,
-          expires=_expires).relative_to_stream()
+    help="Ratings per title in hop-sized panes; a hopping window is a sum of panes.",
+).tumbling(settings.hopping_step_s, expires=_expires).relative_to_stream()
 
-#: Ratings already counted, by event id.  Kafka can hold the same rating twice
-#: (a producer retry, a replayed stream); this makes the counts per event, not
-#: per record.  Written in the partition of the rating's title, so the worker
-#: that counts a title also holds its ids.
-rating_seen = app.Table("rating-seen", default=int, key_type=str, value_type=int,
-                        partitions=settings.topic_partitions,
-                        help="Rating event ids already counted.")
-
-rating_votes = app.Table("rating-votes", default=int, key_type=str, value_type=int,
-                         partitions=settings.topic_partitions,
-                         help="Ratings per title, all time.")
-rating_score_sum = app.Table("rating-score-sum", default=int, key_type=str, value_type=int,
-                             partitions=settings.topic_partitions,
-                             help="Sum of scores per title, all time.")
-
-#: Titles whose counts changed since the last mirror into Redis.
+#: Values just counted, waiting for the next mirror into Redis: totals per
+#: title, and window counts per board key and title.  The mirror copies them
+#: as they are, without reading the tables again.
+_fresh_totals: Dict[str, Tuple[int, int]] = {}
+_fresh_windows: Dict[str, Dict[str, int]] = {}
+#: Titles whose boards must be rebuilt from the tables (after a recovery, or a
+#: catalog edit that may have changed their genres).
 _dirty: Set[str] = set()
 #: Genres per title, loaded from the catalog once per title.
 _genres: Dict[str, List[str]] = {}
@@ -80,8 +107,9 @@ def is_late(event_time: float, size: float, step: float, now: float) -> bool:
 def _counting(raw):
     """Make ``raw`` Faust's current event while we update tables for it.
 
-    Tables write each change to the changelog partition of the current event;
-    in a batch (``take_events``) that context is gone, so we set it per event.
+    Tables write each change to the changelog partition of the current event
+    and windowed tables take its timestamp; in a batch (``take_events``) that
+    context is gone, so we set it.
     """
     token = _current_event.set(weakref.ref(raw))
     try:
@@ -90,46 +118,121 @@ def _counting(raw):
         _current_event.reset(token)
 
 
-def count_ratings(accepted: Iterable[Tuple[object, object]]) -> int:
-    """Count accepted (raw event, rating) pairs; returns how many were late."""
+class _Change:
+    """One table value being updated by a batch: read once, written once."""
+
+    __slots__ = ("value", "marks", "raw")
+
+    def __init__(self, value: list) -> None:
+        self.value = list(value)
+        self.marks = dict(value[-1])
+        self.raw = None
+
+    def take(self, raw) -> bool:
+        """Claim ``raw`` for this value; False when it was counted before."""
+        message = raw.message
+        partition = str(message.partition)
+        if message.offset <= self.marks.get(partition, -1):
+            return False
+        self.marks[partition] = message.offset
+        self.raw = raw
+        return True
+
+    def result(self) -> list:
+        return [*self.value[:-1], self.marks]
+
+
+def count_ratings(accepted: Iterable[Tuple[object, object]],
+                  canonical: Optional[Mapping[str, Optional[Source]]] = None) -> int:
+    """Count accepted (raw event, rating) pairs; returns how many were late.
+
+    ``canonical`` maps event ids to the source PostgreSQL first stored them
+    from; a rating read from anywhere else is a copy and is not counted.
+    """
+    canonical = canonical or {}
     now = time.time()
     late = 0
+    totals: Dict[str, _Change] = {}
+    windows: Dict[Tuple[str, str, float], Tuple[object, _Change]] = {}
     for raw, rating in accepted:
-        with _counting(raw):
-            late += _count_one(raw, rating, now)
+        message = raw.message
+        source = canonical.get(rating.event_id)
+        if source is not None and source != (message.partition, message.offset):
+            continue
+        movie = rating.movie_id
+        change = totals.get(movie)
+        if change is None:
+            change = totals[movie] = _Change(rating_totals[movie])
+        if change.take(raw):
+            change.value[0] += 1
+            change.value[1] += rating.score
+        at = message.timestamp
+        if not is_late(at, settings.hopping_window_s, settings.hopping_step_s, now):
+            _count_in(windows, rating_counts_panes, settings.hopping_step_s, movie, raw, at)
+        if is_late(at, settings.tumbling_window_s, settings.tumbling_window_s, now):
+            late += 1
+        else:
+            _count_in(windows, rating_counts_tumbling, settings.tumbling_window_s, movie, raw, at)
+    for movie, change in totals.items():
+        if change.raw is not None:
+            with _counting(change.raw):
+                rating_totals[movie] = change.result()
+            _fresh_totals[movie] = (change.value[0], change.value[1])
+    for (_, movie, start), (table, change) in windows.items():
+        if change.raw is not None:
+            with _counting(change.raw):
+                table[movie] = change.result()
+            label = TUMBLING if table is rating_counts_tumbling else PANE
+            _fresh_windows.setdefault(redis_keys.window_key(label, start), {})[movie] = \
+                change.value[0]
     return late
 
 
-def _count_one(raw, rating, now: float) -> int:
-    """Count one rating; returns 1 when it was too late for the tumbling window."""
-    if rating_seen[rating.event_id]:
-        return 0
-    rating_seen[rating.event_id] = 1
-    movie = rating.movie_id
-    at = raw.message.timestamp
-    rating_votes[movie] += 1
-    rating_score_sum[movie] += rating.score
-    _dirty.add(movie)
-    if not is_late(at, settings.hopping_window_s, settings.hopping_step_s, now):
-        rating_counts_hopping[movie].apply(operator.add, 1, event=raw)
-    if is_late(at, settings.tumbling_window_s, settings.tumbling_window_s, now):
-        return 1
-    rating_counts_tumbling[movie].apply(operator.add, 1, event=raw)
-    return 0
+def _count_in(windows: Dict, table, size: float, movie: str, raw, at: float) -> None:
+    key = (table.table.name, movie, at - at % size)
+    if key in windows:
+        change = windows[key][1]
+    else:
+        with _counting(raw):
+            change = _Change(table[movie].current())
+        windows[key] = (table, change)
+    if change.take(raw):
+        change.value[0] += 1
 
 
 def window_start(now: float, size: float, step: float) -> float:
     """Start of the oldest window (of this size and step) that contains ``now``.
 
-    That is the window Faust's ``.now()`` reads; for a tumbling window
+    That is the window a leaderboard shows; for a tumbling window
     (size == step) it is the only one.
     """
     return now - (now % step) - size + step
 
 
-@rating_votes.on_recover
+def totals_of(movie: str) -> Tuple[int, int]:
+    """All-time (ratings, sum of scores) of a title."""
+    value = rating_totals[movie]
+    return int(value[0]), int(value[1])
+
+
+def tumbling_count(movie: str) -> int:
+    """Ratings of a title in the current tumbling window."""
+    return int(rating_counts_tumbling[movie].now()[0])
+
+
+def hopping_count(movie: str, now: float) -> int:
+    """Ratings of a title in the hopping window shown now: the sum of its panes."""
+    step = settings.hopping_step_s
+    start = window_start(now, settings.hopping_window_s, step)
+    window = rating_counts_panes.table.window
+    panes = rating_counts_panes[movie]
+    return sum(int(panes[window.ranges(start + i * step)[0]][0])
+               for i in range(settings.hopping_window_s // step))
+
+
+@rating_totals.on_recover
 async def _mirror_everything_after_recovery() -> None:
-    _dirty.update(rating_votes.keys())
+    _dirty.update(rating_totals.keys())
 
 
 #: Genres a title had before a catalog edit, to take it off boards it left.
@@ -155,51 +258,92 @@ async def _genres_of(movie_ids: List[str]) -> Dict[str, List[str]]:
     return {m: _genres.get(m, []) for m in movie_ids}
 
 
-def leaderboard_scores(movie_ids: List[str], genres: Dict[str, List[str]],
-                       now: float) -> Tuple[Dict[str, Dict[str, float]], Dict[str, int]]:
-    """Absolute leaderboard scores for these titles, from the tables."""
-    t_key = redis_keys.window_key(TUMBLING, window_start(now, settings.tumbling_window_s,
-                                                         settings.tumbling_window_s))
-    h_key = redis_keys.window_key(HOPPING, window_start(now, settings.hopping_window_s,
-                                                        settings.hopping_step_s))
-    scores: Dict[str, Dict[str, float]] = {redis_keys.RATED_ALL: {}, redis_keys.BEST_RATED: {},
-                                           t_key: {}, h_key: {}}
-    for movie in movie_ids:
-        votes = rating_votes[movie]
+def _pane_starts(now: float) -> List[float]:
+    """Starts of the panes that make up the hopping window shown now."""
+    step = settings.hopping_step_s
+    start = window_start(now, settings.hopping_window_s, step)
+    return [start + i * step for i in range(settings.hopping_window_s // step)]
+
+
+def leaderboard_scores(totals: Dict[str, Tuple[int, int]], genres: Dict[str, List[str]]
+                       ) -> Dict[str, Dict[str, float]]:
+    """Absolute all-time, best-rated and genre scores for these titles."""
+    scores: Dict[str, Dict[str, float]] = {redis_keys.RATED_ALL: {}, redis_keys.BEST_RATED: {}}
+    for movie, (votes, score_sum) in totals.items():
         if not votes:
             continue
         scores[redis_keys.RATED_ALL][movie] = votes
         if votes >= settings.min_votes:
-            scores[redis_keys.BEST_RATED][movie] = round(rating_score_sum[movie] / votes, 4)
-        in_window = rating_counts_tumbling[movie].now()
-        if in_window:
-            scores[t_key][movie] = in_window
-        in_hop = rating_counts_hopping[movie].now()
-        if in_hop:
-            scores[h_key][movie] = in_hop
+            scores[redis_keys.BEST_RATED][movie] = round(score_sum / votes, 4)
         for genre in genres.get(movie, []):
             scores.setdefault(redis_keys.genre_key(genre), {})[movie] = votes
-    expire = {t_key: settings.window_expires_s, h_key: settings.window_expires_s}
-    return scores, expire
+    return scores
+
+
+def window_scores(movie_ids: Iterable[str], now: float) -> Dict[str, Dict[str, int]]:
+    """Current tumbling window and hour's panes of these titles, read from the tables."""
+    t_start = window_start(now, settings.tumbling_window_s, settings.tumbling_window_s)
+    panes = rating_counts_panes.table.window
+    scores: Dict[str, Dict[str, int]] = {}
+    for movie in movie_ids:
+        scores.setdefault(redis_keys.window_key(TUMBLING, t_start), {})[movie] = \
+            tumbling_count(movie)
+        values = rating_counts_panes[movie]
+        for start in _pane_starts(now):
+            scores.setdefault(redis_keys.window_key(PANE, start), {})[movie] = \
+                int(values[panes.ranges(start)[0]][0])
+    return scores
+
+
+#: Start of the hopping window whose board was last rebuilt from its panes.
+_hour_built: List[float] = [0.0]
 
 
 @app.timer(interval=settings.mirror_interval_s)
 async def mirror_leaderboards() -> None:
-    """Copy changed titles' counts into Redis sorted sets (idempotent ZADDs)."""
-    if not _dirty:
+    """Copy changed counts into Redis sorted sets (absolute, idempotent ZADDs).
+
+    Totals and window counts come as ``count_ratings`` left them; the hopping
+    window's board is the union of its panes' boards (``ZUNIONSTORE`` in
+    Redis), rebuilt when a pane changed or the window moved.
+    """
+    now = time.time()
+    hour_start = window_start(now, settings.hopping_window_s, settings.hopping_step_s)
+    if not (_fresh_totals or _fresh_windows or _dirty) and _hour_built[0] == hour_start:
         return
-    movie_ids = sorted(_dirty)
+    totals, windows, rebuilt = dict(_fresh_totals), dict(_fresh_windows), sorted(_dirty)
+    _fresh_totals.clear()
+    _fresh_windows.clear()
     _dirty.clear()
     try:
-        genres = await _genres_of(movie_ids)
-        scores, expire = leaderboard_scores(movie_ids, genres, time.time())
+        for movie in rebuilt:
+            totals[movie] = totals_of(movie)
+        for key, members in window_scores(rebuilt, now).items():
+            windows[key] = {**members, **windows.get(key, {})}
+        genres = await _genres_of(sorted(totals))
+        scores: Dict[str, Dict[str, float]] = leaderboard_scores(totals, genres)
+        scores.update({key: {m: n for m, n in members.items() if n}
+                       for key, members in windows.items()})
+        expire = {key: settings.window_expires_s for key in windows}
         left: Dict[str, List[str]] = {}
-        for movie in movie_ids:
+        for movie in rebuilt:
             for genre in set(_former_genres.get(movie, [])) - set(genres.get(movie, [])):
                 left.setdefault(redis_keys.genre_key(genre), []).append(movie)
-        await stores.redis.mirror(scores, expire, remove=left)
-        for movie in movie_ids:
+        hour_key = redis_keys.window_key(HOPPING, hour_start)
+        pane_keys = [redis_keys.window_key(PANE, start) for start in _pane_starts(now)]
+        union = {}
+        if _hour_built[0] != hour_start or not windows.keys().isdisjoint(pane_keys):
+            union = {hour_key: pane_keys}
+            expire[hour_key] = settings.window_expires_s
+        await stores.redis.mirror(scores, expire, remove=left, unions=union)
+        _hour_built[0] = hour_start
+        for movie in rebuilt:
             _former_genres.pop(movie, None)
     except Exception as exc:  # the next tick tries again; nothing is lost
-        _dirty.update(movie_ids)
+        for movie, value in totals.items():
+            _fresh_totals.setdefault(movie, value)  # a newer value may have arrived
+        for key, members in windows.items():
+            for movie, value in members.items():
+                _fresh_windows.setdefault(key, {}).setdefault(movie, value)
+        _dirty.update(rebuilt)
         log.warning("leaderboard mirror deferred: %s: %s", type(exc).__name__, exc)

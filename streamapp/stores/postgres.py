@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from importlib import resources
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import asyncpg
 
@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK = 0x5742_4D47  # any constant shared by all workers
 
+#: Where a record was read from: (Kafka partition, offset).
+Source = Tuple[int, int]
+
 
 class PostgresStore:
     name = "postgres"
@@ -31,11 +34,6 @@ class PostgresStore:
         self._dsn = dsn
         self._pool: asyncpg.Pool | None = None
         self._connecting = asyncio.Lock()
-        # One account transaction at a time per worker: the four account
-        # streams touch the same users, and serialising them here avoids
-        # lock-order deadlocks between their transactions.  Other workers own
-        # other users (co-partitioned topics), so this is enough.
-        self._accounts = asyncio.Lock()
 
     async def pool(self) -> asyncpg.Pool:
         async with self._connecting:
@@ -61,26 +59,41 @@ class PostgresStore:
         return await pool.fetchval("SELECT 1") == 1
 
     async def write_accounts(self, events: Sequence[Event]) -> int:
-        """Apply account events once each; returns how many were new."""
+        """Apply account events once each; returns how many were new.
+
+        One agent writes accounts (all four account topics, co-partitioned by
+        user), so a worker has one account transaction at a time; deadlocks
+        with the ratings agent's inferred users are retried like any
+        transient error.
+        """
         pool = await self.pool()
-        async with self._accounts, pool.acquire() as conn, conn.transaction():
+        async with pool.acquire() as conn, conn.transaction():
             fresh = await _claim(conn, events)
             if fresh:
                 await _apply_accounts(conn, fresh)
             return len(fresh)
 
-    async def write_ratings(self, events: Sequence[Event]) -> Dict[str, Tuple[int, int]]:
-        """Store ratings once each; returns exact (votes, score_sum) per title touched."""
+    async def write_ratings(self, events: Sequence[Event], sources: Mapping[str, Source]
+                            ) -> Tuple[Dict[str, Tuple[int, int]], Dict[str, Optional[Source]]]:
+        """Store ratings once each, with the Kafka source they were first read from.
+
+        Returns the exact (votes, score_sum) of every title touched, and for
+        every event id the (partition, offset) it was stored from (None for
+        rows older than the source columns).
+        """
         pool = await self.pool()
         async with pool.acquire() as conn, conn.transaction():
             await _infer_users(conn, {e.user_id for e in events}, events)
+            at = [sources.get(e.event_id, (None, None)) for e in events]
             new_rows = await conn.fetch(
-                """INSERT INTO ratings (event_id, user_id, movie_id, score, occurred_at)
+                """INSERT INTO ratings (event_id, user_id, movie_id, score, occurred_at,
+                                        src_partition, src_offset)
                    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[],
-                                        $5::timestamptz[])
+                                        $5::timestamptz[], $6::integer[], $7::bigint[])
                    ON CONFLICT (event_id) DO NOTHING
                    RETURNING movie_id, score""",
-                *_columns(events, "event_id", "user_id", "movie_id", "score", "occurred_at"))
+                *_columns(events, "event_id", "user_id", "movie_id", "score", "occurred_at"),
+                [p for p, _ in at], [o for _, o in at])
             added: Dict[str, List[int]] = defaultdict(lambda: [0, 0])
             for row in new_rows:
                 added[row["movie_id"]][0] += 1
@@ -97,7 +110,14 @@ class PostgresStore:
             rows = await conn.fetch(
                 "SELECT movie_id, votes, score_sum FROM title_rating_totals"
                 " WHERE movie_id = ANY($1::text[])", movie_ids)
-            return {r["movie_id"]: (r["votes"], r["score_sum"]) for r in rows}
+            stored = await conn.fetch(
+                "SELECT event_id::text, src_partition, src_offset FROM ratings"
+                " WHERE event_id = ANY($1::uuid[])", [e.event_id for e in events])
+            first = {r["event_id"]: (None if r["src_offset"] is None
+                                     else (r["src_partition"], r["src_offset"]))
+                     for r in stored}
+            return ({r["movie_id"]: (r["votes"], r["score_sum"]) for r in rows},
+                    {e.event_id: first.get(e.event_id) for e in events})
 
 
 async def migrate(conn: asyncpg.Connection) -> List[str]:

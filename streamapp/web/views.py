@@ -43,8 +43,8 @@ import orjson
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 
-from tables.ratings import (HOPPING, TUMBLING, rating_counts_hopping, rating_counts_tumbling,
-                            rating_score_sum, rating_votes, window_start)
+from tables.ratings import (HOPPING, TUMBLING, hopping_count, totals_of, tumbling_count,
+                            window_start)
 
 from .. import metrics
 from ..app import app
@@ -297,7 +297,7 @@ class TitleView(ApiView):
     While partitions are being reassigned the assignor may not know the
     owner: Faust then answers 503.
 
-    Why ``topic_route(ratings_topic)`` rather than ``table_route(rating_votes)``:
+    Why ``topic_route(ratings_topic)`` rather than ``table_route(rating_totals)``:
     a table update goes to the changelog partition of the event being
     processed, i.e. the ratings topic's partition of the title, which Kafka
     picks by hashing the raw key bytes (``m00000``).  ``table_route`` instead
@@ -322,8 +322,7 @@ class TitleView(ApiView):
     async def routed(self, request: Request, movie_id: str) -> Response:
         now = time.time()
         doc = await from_store("redis", stores.redis.cached_title(movie_id, load_title))
-        votes = int(rating_votes[movie_id])
-        score_sum = int(rating_score_sum[movie_id])
+        votes, score_sum = totals_of(movie_id)
         if doc is None and not votes:
             raise NotFound(f"no title {movie_id}")
         t_key, t_start = window_board_key(TUMBLING, now)
@@ -339,9 +338,9 @@ class TitleView(ApiView):
             "score_sum": score_sum,
             "average": round(score_sum / votes, 4) if votes else None,
             TUMBLING: {"window_start": _utc(t_start),
-                       "ratings": int(rating_counts_tumbling[movie_id].now())},
+                       "ratings": tumbling_count(movie_id)},
             HOPPING: {"window_start": _utc(h_start),
-                      "ratings": int(rating_counts_hopping[movie_id].now())},
+                      "ratings": hopping_count(movie_id, now)},
         }
         body["ranks"] = dict(zip(("most_rated", "best_rated", "most_watched",
                                   f"most_rated_{TUMBLING}"), ranks))
