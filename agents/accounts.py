@@ -1,29 +1,20 @@
 """Users, subscriptions, payments and preferences → PostgreSQL.
 
-One agent per topic, all with the same job: the four streams share the
-``applied_events`` ledger and one transaction per batch (see
-``streamapp.stores.postgres``).
+One agent reads the four account topics together: their events touch the
+same users, so each batch is one transaction (``write_accounts``) that
+applies them in causal order, recorded once each in the ``applied_events``
+ledger (see ``streamapp.stores.postgres``).
 """
 from streamapp.app import app
 from streamapp.config import settings
 from streamapp.pipeline import handle_batch, stop_before_commit
 from streamapp.stores import stores
-from streamapp.topics import payments_topic, preferences_topic, subscriptions_topic, users_topic
-
-TO_POSTGRES = [("postgres", stores.postgres.write_accounts)]
+from streamapp.topics import ACCOUNT_STREAMS, account_topics
 
 
-def _to_postgres(stream_name: str, topic):
-    async def agent(stream):
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            with stop_before_commit(stream_name):
-                await handle_batch(stream_name, batch, TO_POSTGRES)
-
-    agent.__name__ = agent.__qualname__ = stream_name
-    return app.agent(topic, name=f"{__name__}.{stream_name}")(agent)
-
-
-users = _to_postgres("users", users_topic)
-subscriptions = _to_postgres("subscriptions", subscriptions_topic)
-payments = _to_postgres("payments", payments_topic)
-preferences = _to_postgres("preferences", preferences_topic)
+@app.agent(account_topics)
+async def accounts(stream):
+    async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        with stop_before_commit("accounts"):
+            await handle_batch("accounts", batch, [("postgres", stores.postgres.write_accounts)],
+                               streams=ACCOUNT_STREAMS)

@@ -2,7 +2,7 @@
 next to Faust's own sensor) and readable in-process for the dashboard."""
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 events_stored = Counter(
     "streamapp_events_stored_total", "Events durably written, per store and stream",
@@ -14,6 +14,10 @@ store_retries = Counter(
     "streamapp_store_retries_total", "Failed store round trips that were retried", ["store"])
 events_consumed = Counter(
     "streamapp_events_consumed_total", "Events read from each source stream", ["stream"])
+
+batch_seconds = Histogram(
+    "streamapp_batch_seconds", "Time a batch spends in each stage, per stream",
+    ["stream", "stage"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 
 def totals(counter: Counter, label: str) -> dict:

@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from collections import Counter
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Awaitable, Callable, List, Sequence, Tuple
+from typing import Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 import orjson
 from faust.types import EventT
@@ -29,7 +31,8 @@ from . import metrics
 from .codec import Rejection, decode
 from .records import Event
 from .stores.base import REFUSED, retrying
-from .topics import STREAMS, deadletter_topic, outcomes_topic
+from .topics import (STREAM_OF_TOPIC, STREAM_OF_TYPE, STREAMS, TYPES_OF_TOPIC, deadletter_topic,
+                     outcomes_topic)
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +43,18 @@ Step = Tuple[str, Callable[[Sequence[Event]], Awaitable[object]]]
 Decoded = Tuple[EventT, Event]
 
 
-def split(stream: str, batch: Sequence[EventT]) -> Tuple[List[Decoded], List[Tuple[EventT, Rejection]]]:
-    """Decode a batch into (raw, event) pairs and (raw, rejection) pairs."""
-    accepted = STREAMS[stream].event_types
+def split(streams: Sequence[str], batch: Sequence[EventT]
+          ) -> Tuple[List[Decoded], List[Tuple[EventT, Rejection]]]:
+    """Decode a batch into (raw, event) pairs and (raw, rejection) pairs.
+
+    Each message must hold an event type of its topic's stream (any of
+    ``streams`` when the topic is not one of ours, as in ``test_context``).
+    """
+    anywhere = frozenset().union(*(STREAMS[name].event_types for name in streams))
     good: List[Decoded] = []
     bad: List[Tuple[EventT, Rejection]] = []
     for raw in batch:
-        result = decode(raw.value, accepted)
+        result = decode(raw.value, TYPES_OF_TOPIC.get(raw.message.topic, anywhere))
         if isinstance(result, Rejection):
             bad.append((raw, result))
         else:
@@ -54,36 +62,74 @@ def split(stream: str, batch: Sequence[EventT]) -> Tuple[List[Decoded], List[Tup
     return good, bad
 
 
-async def handle_batch(stream: str, batch: Sequence[EventT], steps: Sequence[Step]) -> List[Decoded]:
+async def handle_batch(agent: str, batch: Sequence[EventT], steps: Sequence[Step],
+                       sources: Optional[Dict[str, Tuple[int, int]]] = None,
+                       streams: Optional[Sequence[str]] = None) -> List[Decoded]:
     """Run one batch through decode → dead letters → sinks → outcomes.
 
-    Returns the accepted events with their raw Kafka events (tables need the
-    latter for event time).
+    ``agent`` names the agent (and its stream, unless it reads several:
+    ``streams``).  Returns the accepted events with their raw Kafka events
+    (tables need the latter for event time).  A ``sources`` dict, if given,
+    is filled before the sinks run with the (partition, offset) each event
+    id was first read from in this batch.
     """
-    metrics.events_consumed.labels(stream=stream).inc(len(batch))
-    pairs, bad = split(stream, batch)
+    streams = streams or (agent,)
+    for stream, n in Counter(_stream_of(raw, agent) for raw in batch).items():
+        metrics.events_consumed.labels(stream=stream).inc(n)
+    with timed(agent, "decode"):
+        pairs, bad = split(streams, batch)
+    if sources is not None:
+        for raw, event in pairs:
+            sources.setdefault(event.event_id, (raw.message.partition, raw.message.offset))
     good = [event for _, event in pairs]
-    pending = [await dead_letter(stream, raw, why) for raw, why in bad]
+    pending = [await dead_letter(_stream_of(raw, agent), raw, why) for raw, why in bad]
     try:
-        await _write(stream, good, steps, pending)
+        await _write(agent, good, steps, pending)
     except REFUSED as exc:  # a store refused the data itself
         log.warning("%s batch refused (%s: %s); isolating bad events",
-                    stream, type(exc).__name__, exc)
-        pairs = await _isolate(stream, pairs, steps, pending)
-    await asyncio.gather(*pending)  # delivered (acks=all) before offsets move
+                    agent, type(exc).__name__, exc)
+        pairs = await _isolate(agent, pairs, steps, pending)
+    with timed(agent, "kafka"):
+        await asyncio.gather(*pending)  # delivered (acks=all) before offsets move
     return pairs
 
 
-async def _write(stream: str, good: Sequence[Event], steps: Sequence[Step], pending: list) -> None:
+def _stream_of(raw: EventT, agent: str) -> str:
+    return STREAM_OF_TOPIC.get(raw.message.topic, agent)
+
+
+def _by_stream(events: Sequence[Event]) -> Dict[str, List[Event]]:
+    groups: Dict[str, List[Event]] = {}
+    for event in events:
+        groups.setdefault(STREAM_OF_TYPE[event.TYPE], []).append(event)
+    return groups
+
+
+@contextmanager
+def timed(agent: str, stage: str):
+    """Add the time spent in the block to ``streamapp_batch_seconds``."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics.batch_seconds.labels(stream=agent, stage=stage).observe(
+            time.perf_counter() - started)
+
+
+async def _write(agent: str, good: Sequence[Event], steps: Sequence[Step], pending: list) -> None:
+    if not good:
+        return
+    groups = _by_stream(good)
     for store, write in steps:
-        if good:
+        with timed(agent, store):
             await retrying(store, lambda: write(good),
-                           on_retry=lambda exc, store=store: report_retry(stream, store, good, exc))
-            metrics.events_stored.labels(store=store, stream=stream).inc(len(good))
-            pending.append(await report(stream, store, "stored", good))
+                           on_retry=lambda exc, store=store: report_retry(groups, store, exc))
+        for stream, events in groups.items():
+            metrics.events_stored.labels(store=store, stream=stream).inc(len(events))
+            pending.append(await report(stream, store, "stored", events))
 
 
-async def _isolate(stream: str, pairs: List[Decoded], steps: Sequence[Step],
+async def _isolate(agent: str, pairs: List[Decoded], steps: Sequence[Step],
                    pending: list) -> List[Decoded]:
     """Write events one by one; dead-letter those a store refuses.
 
@@ -94,12 +140,12 @@ async def _isolate(stream: str, pairs: List[Decoded], steps: Sequence[Step],
     kept: List[Decoded] = []
     for raw, event in pairs:
         try:
-            await _write(stream, [event], steps, pending)
+            await _write(agent, [event], steps, pending)
             kept.append((raw, event))
         except REFUSED as exc:
             why = Rejection("store_refused", f"{type(exc).__name__}: {exc}"[:300],
                             event.TYPE, event.event_id)
-            pending.append(await dead_letter(stream, raw, why))
+            pending.append(await dead_letter(_stream_of(raw, agent), raw, why))
     return kept
 
 
@@ -159,9 +205,10 @@ async def report(stream: str, store: str, status: str, events: Sequence[Event], 
     return await outcomes_topic.send(key=stream.encode(), value=orjson.dumps(body))
 
 
-async def report_retry(stream: str, store: str, events: Sequence[Event], exc: BaseException) -> None:
+async def report_retry(groups: Dict[str, List[Event]], store: str, exc: BaseException) -> None:
     try:
-        await report(stream, store, "retried", events,
-                     reason=type(exc).__name__, detail=str(exc)[:300])
+        for stream, events in groups.items():
+            await report(stream, store, "retried", events,
+                         reason=type(exc).__name__, detail=str(exc)[:300])
     except Exception:  # reporting must never turn a retry into a crash
         log.exception("could not publish retry outcome")

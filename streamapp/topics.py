@@ -42,11 +42,17 @@ STREAMS: Dict[str, Stream] = {s.name: s for s in (
 
 #: Which stream each event type belongs on.
 STREAM_OF_TYPE: Dict[str, str] = {t: s.name for s in STREAMS.values() for t in s.event_types}
+#: Which stream each of our topics carries, and the event types it accepts.
+STREAM_OF_TOPIC: Dict[str, str] = {s.topic_name: s.name for s in STREAMS.values()}
+TYPES_OF_TOPIC: Dict[str, FrozenSet[str]] = {s.topic_name: s.event_types for s in STREAMS.values()}
+
+#: The account streams: one agent, one PostgreSQL transaction per batch.
+ACCOUNT_STREAMS = ("users", "subscriptions", "payments", "preferences")
 
 
-def _topic(name: str, **kwargs):
+def _topic(*names: str, **kwargs):
     return app.topic(
-        settings.topic(name),
+        *(settings.topic(name) for name in names),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.topic_partitions,
@@ -56,10 +62,11 @@ def _topic(name: str, **kwargs):
     )
 
 
-users_topic = _topic("users")
-subscriptions_topic = _topic("subscriptions")
-payments_topic = _topic("payments")
-preferences_topic = _topic("preferences")
+#: Everything about accounts, read together: a user's sign-up, subscription,
+#: payments and preferences touch the same rows, so they are written by one
+#: agent in one transaction per batch (no lock waits, no deadlocks between
+#: per-topic transactions, and four times fewer round trips).
+account_topics = _topic(*ACCOUNT_STREAMS)
 ratings_topic = _topic("ratings")
 sessions_topic = _topic("sessions")
 catalog_topic = _topic("catalog")

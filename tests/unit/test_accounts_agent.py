@@ -1,4 +1,4 @@
-"""The account agents, driven through Faust's ``test_context()``, writing to
+"""The account agent, driven through Faust's ``test_context()``, writing to
 the real PostgreSQL."""
 import asyncio
 from datetime import datetime, timezone
@@ -22,7 +22,7 @@ async def _count(sql: str, *args) -> int:
 
 
 async def test_registration_then_payment_lands_in_postgres(app):
-    from agents.accounts import payments, subscriptions, users
+    from agents.accounts import accounts
 
     signup = r.UserRegistered(event_id=_id(1), occurred_at=NOW, user_id="ua1",
                               email="ana@example.com", display_name="Ana", country="BR",
@@ -32,13 +32,9 @@ async def test_registration_then_payment_lands_in_postgres(app):
     pay = r.PaymentProcessed(event_id=_id(3), occurred_at=NOW, payment_id="pa1", user_id="ua1",
                              subscription_id="sa1", amount_cents=799, currency="USD",
                              card_token="tok_abcdef123456", card_last4="4242")
-    async with users.test_context() as u, subscriptions.test_context() as s, \
-            payments.test_context() as p:
-        await u.put(encode(signup), key=key_of(signup), wait=False)
-        await s.put(encode(sub), key=key_of(sub), wait=False)
-        await p.put(encode(pay), key=key_of(pay), wait=False)
-        # the same payment again: applied once
-        await p.put(encode(pay), key=key_of(pay), wait=False)
+    async with accounts.test_context() as agent:
+        for event in (signup, sub, pay, pay):  # the same payment twice: applied once
+            await agent.put(encode(event), key=key_of(event), wait=False)
         assert await wait_until(lambda: _count(
             "SELECT count(*) FROM payments WHERE user_id = 'ua1'"), timeout=20, interval=0.2)
         await asyncio.sleep(0.5)
@@ -50,14 +46,14 @@ async def test_registration_then_payment_lands_in_postgres(app):
 async def test_a_payment_before_its_sign_up_is_kept_and_completed_later(app):
     """Early events are not dropped: the user and subscription are inferred,
     then filled in when their own events arrive."""
-    from agents.accounts import payments, subscriptions, users
+    from agents.accounts import accounts
 
     pay = r.PaymentFailed(event_id=_id(11), occurred_at=NOW, payment_id="pb1", user_id="ub1",
                           subscription_id="sb1", amount_cents=1299, currency="USD",
                           card_token="tok_abcdefghijkl", card_last4="0005",
                           failure_reason="expired_card")
-    async with payments.test_context() as p:
-        await p.put(encode(pay), key=key_of(pay), wait=False)
+    async with accounts.test_context() as agent:
+        await agent.put(encode(pay), key=key_of(pay), wait=False)
         assert await wait_until(lambda: _count(
             "SELECT count(*) FROM payments WHERE payment_id = 'pb1'"), timeout=20, interval=0.2)
     assert await _count("SELECT count(*) FROM users WHERE user_id = 'ub1' AND inferred") == 1
@@ -69,9 +65,9 @@ async def test_a_payment_before_its_sign_up_is_kept_and_completed_later(app):
                               birth_year=1985)
     sub = r.SubscriptionStarted(event_id=_id(13), occurred_at=NOW, subscription_id="sb1",
                                 user_id="ub1", plan="standard", price_cents=1299, currency="USD")
-    async with users.test_context() as u, subscriptions.test_context() as s:
-        await u.put(encode(signup), key=key_of(signup), wait=False)
-        await s.put(encode(sub), key=key_of(sub), wait=False)
+    async with accounts.test_context() as agent:
+        await agent.put(encode(signup), key=key_of(signup), wait=False)
+        await agent.put(encode(sub), key=key_of(sub), wait=False)
 
         async def completed():
             return await _count("SELECT count(*) FROM subscriptions WHERE subscription_id = 'sb1'"
@@ -82,7 +78,7 @@ async def test_a_payment_before_its_sign_up_is_kept_and_completed_later(app):
 
 async def test_hostile_strings_are_stored_verbatim_never_executed(app):
     """Parameterised SQL and typed MongoDB updates: injection payloads are just text."""
-    from agents.accounts import preferences, users
+    from agents.accounts import accounts
     from streamapp.stores import stores
 
     hostile = "Robert'); DROP TABLE users;-- {\"$gt\": \"\"} $where"
@@ -91,9 +87,9 @@ async def test_hostile_strings_are_stored_verbatim_never_executed(app):
                               birth_year=1970)
     pref = r.PreferenceSet(event_id=_id(22), occurred_at=NOW, user_id="uc1", key="language",
                            value="$ne; DELETE FROM preferences")
-    async with users.test_context() as u, preferences.test_context() as p:
-        await u.put(encode(signup), key=key_of(signup), wait=False)
-        await p.put(encode(pref), key=key_of(pref), wait=False)
+    async with accounts.test_context() as agent:
+        await agent.put(encode(signup), key=key_of(signup), wait=False)
+        await agent.put(encode(pref), key=key_of(pref), wait=False)
         assert await wait_until(lambda: _count(
             "SELECT count(*) FROM preferences WHERE user_id = 'uc1'"), timeout=20, interval=0.2)
     pool = await stores.postgres.pool()
