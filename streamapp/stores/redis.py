@@ -5,6 +5,12 @@ idempotent by construction where they can be (``HSET``, ``ZADD GT``,
 ``ZREM``, absolute ``ZADD`` of leaderboard scores mirrored from the tables);
 the few increments (events counted, "most watched") run in a Lua script that
 first claims the event id with ``SET NX``, so a replayed event adds nothing.
+Sessions and event counts are one script call per batch: the client's work
+(packing one command per field write) was the hot path, not the server's.
+
+The scripts touch keys they build themselves, which standalone Redis (and
+Sentinel) allows; a Redis Cluster deployment would need hash tags per
+batch or per-event calls instead.
 
 Key layout (all under the ``sa:`` prefix):
     sa:session:<sid>             hash, expires SESSION_TTL_S after last event
@@ -12,7 +18,8 @@ Key layout (all under the ``sa:`` prefix):
     sa:watching:<movie>          zset sid -> last seen, per title
     sa:lb:watched                zset movie -> sessions started
     sa:lb:rated:all              zset movie -> ratings (all time)
-    sa:lb:rated:<window>:<start> zset movie -> ratings in that window
+    sa:lb:rated:<window>:<start> zset movie -> ratings in that window (the
+                                 hour's board is the union of its 5m panes)
     sa:lb:best                   zset movie -> average score (min votes)
     sa:lb:genre:<genre>          zset movie -> ratings (all time) in a genre
     sa:count:<event type>        events counted once each
@@ -35,18 +42,57 @@ MOST_WATCHED = P + "lb:watched"
 RATED_ALL = P + "lb:rated:all"
 BEST_RATED = P + "lb:best"
 
-# KEYS[1] = the dedupe claim, KEYS[2..] = target keys; ARGV[1] = the claim's ttl,
-# then one (op, amount, member) triple per target key.  The ops run only when
-# the claim is new.
-_GUARDED = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-for i = 2, #ARGV, 3 do
-  local op, amount, member = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local key = KEYS[(i + 1) / 3 + 1]
-  if op == 'incrby' then redis.call('INCRBY', key, amount)
-  elseif op == 'zincrby' then redis.call('ZINCRBY', key, amount, member) end
+# Sessions, a whole batch per call: ARGV = prefix, session ttl, dedupe ttl,
+# then 8 values per event.  Field writes are idempotent (HSET, ZADD GT, ZREM);
+# increments run only when the event's dedupe claim (SET NX) is new.  One call
+# per batch keeps client-side work to building one argument list.
+_SESSIONS = """
+local p, session_ttl, dedupe_ttl = ARGV[1], ARGV[2], ARGV[3]
+local counted = 0
+for i = 4, #ARGV, 8 do
+  local kind, eid, sid, movie = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local user, at, seen, extra = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  local skey, per_title = p .. 'session:' .. sid, p .. 'watching:' .. movie
+  if kind == 'session.ended' then
+    redis.call('HSET', skey, 'state', 'ended', 'watched_s', extra, 'ended_at', at)
+    redis.call('ZREM', p .. 'watching', sid)
+    redis.call('ZREM', per_title, sid)
+  else
+    if kind == 'session.started' then
+      redis.call('HSET', skey, 'user_id', user, 'movie_id', movie, 'last_seen', at,
+                 'state', 'playing', 'device', extra, 'started_at', at)
+    else
+      redis.call('HSET', skey, 'user_id', user, 'movie_id', movie, 'last_seen', at,
+                 'position_s', extra)
+    end
+    redis.call('ZADD', p .. 'watching', 'GT', seen, sid)
+    redis.call('ZADD', per_title, 'GT', seen, sid)
+  end
+  redis.call('EXPIRE', skey, session_ttl)
+  if redis.call('SET', p .. 'seen:' .. eid, '1', 'NX', 'EX', dedupe_ttl) then
+    counted = counted + 1
+    redis.call('INCRBY', p .. 'count:' .. kind, 1)
+    if kind == 'session.started' then
+      redis.call('ZINCRBY', p .. 'lb:watched', 1, movie)
+    elseif kind == 'session.ended' then
+      redis.call('INCRBY', p .. 'watched_seconds', extra)
+    end
+  end
 end
-return 1
+return counted
+"""
+
+# Count events once each: ARGV = prefix, dedupe ttl, then (event id, type) pairs.
+_COUNT = """
+local p, dedupe_ttl = ARGV[1], ARGV[2]
+local counted = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('SET', p .. 'seen:' .. ARGV[i], '1', 'NX', 'EX', dedupe_ttl) then
+    counted = counted + 1
+    redis.call('INCRBY', p .. 'count:' .. ARGV[i + 1], 1)
+  end
+end
+return counted
 """
 
 
@@ -79,7 +125,8 @@ class RedisStore:
             self._client = aioredis.Redis.from_url(
                 self._url, socket_timeout=5, socket_connect_timeout=3,
                 health_check_interval=10)
-            self._guarded = self._client.register_script(_GUARDED)
+            self._sessions = self._client.register_script(_SESSIONS)
+            self._count = self._client.register_script(_COUNT)
         return self._client
 
     async def close(self) -> None:
@@ -90,53 +137,33 @@ class RedisStore:
     async def ping(self) -> bool:
         return bool(await self.client.ping())
 
-    async def _guard(self, pipe, event: Event, *ops: Tuple[str, str, float, str]) -> None:
-        """Queue (in ``pipe``) increments that must count ``event`` at most once."""
-        keys = [f"{P}seen:{event.event_id}"] + [key for _, key, _, _ in ops]
-        args: List = [self.dedupe_ttl_s]
-        for op, _, amount, member in ops:
-            args += [op, amount, member]
-        await self._guarded(keys=keys, args=args, client=pipe)
-
     async def write_sessions(self, events: Sequence[Event]) -> int:
-        """Apply viewing-session events in one pipeline."""
-        client = self.client
-        async with client.pipeline(transaction=False) as pipe:
-            for e in events:
-                sid_key = f"{P}session:{e.session_id}"
-                seen = e.occurred_at.timestamp()
-                per_title = f"{P}watching:{e.movie_id}"
-                if e.TYPE == "session.ended":
-                    pipe.hset(sid_key, mapping={"state": "ended", "watched_s": e.watched_s,
-                                                "ended_at": e.occurred_at.isoformat()})
-                    pipe.zrem(WATCHING, e.session_id)
-                    pipe.zrem(per_title, e.session_id)
-                    await self._guard(pipe, e, ("incrby", count_key(e.TYPE), 1, ""),
-                                ("incrby", P + "watched_seconds", e.watched_s, ""))
-                else:
-                    fields = {"user_id": e.user_id, "movie_id": e.movie_id,
-                              "last_seen": e.occurred_at.isoformat()}
-                    ops = [("incrby", count_key(e.TYPE), 1, "")]
-                    if e.TYPE == "session.started":
-                        fields.update(state="playing", device=e.device,
-                                      started_at=e.occurred_at.isoformat())
-                        ops.append(("zincrby", MOST_WATCHED, 1, e.movie_id))
-                    else:
-                        fields["position_s"] = e.position_s
-                    pipe.hset(sid_key, mapping=fields)
-                    pipe.zadd(WATCHING, {e.session_id: seen}, gt=True)
-                    pipe.zadd(per_title, {e.session_id: seen}, gt=True)
-                    await self._guard(pipe, e, *ops)
-                pipe.expire(sid_key, self.session_ttl_s)
-            await pipe.execute()
+        """Apply viewing-session events: one script call for the batch."""
+        args: List = [P, self.session_ttl_s, self.dedupe_ttl_s]
+        for e in events:
+            at = e.occurred_at.isoformat()
+            if e.TYPE == "session.started":
+                extra = e.device
+            elif e.TYPE == "session.ended":
+                extra = e.watched_s
+            else:
+                extra = e.position_s
+            args += [e.TYPE, e.event_id, e.session_id, e.movie_id, e.user_id, at,
+                     e.occurred_at.timestamp(), extra]
+        if events:
+            await self._script("_sessions")(keys=[], args=args)
         return len(events)
 
-    async def count_events(self, events: Sequence[Event]) -> None:
-        """Count events once each (used for streams whose data lives elsewhere)."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for e in events:
-                await self._guard(pipe, e, ("incrby", count_key(e.TYPE), 1, ""))
-            await pipe.execute()
+    async def count_events(self, events: Sequence[Event]) -> int:
+        """Count events once each (for streams whose data lives elsewhere)."""
+        args: List = [P, self.dedupe_ttl_s]
+        for e in events:
+            args += [e.event_id, e.TYPE]
+        return int(await self._script("_count")(keys=[], args=args)) if events else 0
+
+    def _script(self, name: str):
+        self.client  # registers the scripts with the client
+        return getattr(self, name)
 
     async def forget_titles(self, movie_ids: Iterable[str]) -> None:
         """Invalidate cached catalog entries after a catalog write."""
@@ -154,9 +181,11 @@ class RedisStore:
         await self.client.zremrangebyscore(WATCHING, "-inf", time.time() - self.session_ttl_s)
 
     async def mirror(self, scores: Dict[str, Dict[str, float]], expire_s: Dict[str, int],
-                     remove: Optional[Dict[str, List[str]]] = None) -> None:
+                     remove: Optional[Dict[str, List[str]]] = None,
+                     unions: Optional[Dict[str, List[str]]] = None) -> None:
         """Set leaderboard scores to absolute values (idempotent), one pipeline;
-        ``remove`` takes members off boards they no longer belong on."""
+        ``remove`` takes members off boards they no longer belong on, and each
+        board in ``unions`` is rebuilt as the sum of its source boards."""
         async with self.client.pipeline(transaction=False) as pipe:
             for key, members in (remove or {}).items():
                 pipe.zrem(key, *members)
@@ -165,6 +194,10 @@ class RedisStore:
                     pipe.zadd(key, members)
                     if key in expire_s:
                         pipe.expire(key, expire_s[key])
+            for key, sources in (unions or {}).items():
+                pipe.zunionstore(key, sources)
+                if key in expire_s:
+                    pipe.expire(key, expire_s[key])
             await pipe.execute()
 
     async def top(self, key: str, n: int = 10) -> List[Tuple[str, float]]:
