@@ -51,6 +51,7 @@ def create_app(cfg: Settings) -> faust.App:
         web_cors_options={},
     )
     setup_prometheus_sensors(app, name_prefix="faust")
+    app.producer.buffer.max_messages = cfg.producer_buffer_max_messages
     return app
 
 

@@ -69,9 +69,10 @@ class Settings:
     #: fail-over when several workers run.
     table_standby_replicas: int = field(default_factory=lambda: _env_int("TABLE_STANDBY_REPLICAS", 1))
     #: ``at_least_once`` (default) or ``exactly_once``.  Stores are idempotent
-    #: either way, and the rating tables skip event ids they already counted
-    #: (the ``rating-seen`` table), while at-least-once flushes changelog
-    #: writes before it commits offsets: counts stay exact across crashes.
+    #: either way, and the rating tables skip what they already counted (each
+    #: value carries the offset it counted up to; see ``tables/ratings.py``),
+    #: while at-least-once flushes changelog writes before it commits
+    #: offsets: counts stay exact across crashes.
     #: faust-streaming 0.15.3's exactly-once mode crashed the worker during a
     #: rebalance in our kill -9 test ("Can't send messages while not in
     #: transaction"), so it is not the default.
@@ -86,6 +87,12 @@ class Settings:
     #: end-to-end latency well under a second, large enough to amortise the
     #: round trip under load.  ``BATCH_SIZE=1`` gives the per-event baseline.
     batch_within_s: float = field(default_factory=lambda: _env_float("BATCH_WITHIN_S", 0.2))
+    #: Faust pauses every agent while its producer holds more than this many
+    #: unsent messages (changelog, outcomes, dead letters).  Faust's default,
+    #: 100, is less than one batch's changelog, so agents stalled after every
+    #: batch; memory stays small either way (messages are a few hundred bytes).
+    producer_buffer_max_messages: int = field(default_factory=lambda: _env_int(
+        "PRODUCER_BUFFER_MAX_MESSAGES", 10000))
     #: Backoff between retries of a failed store write: starts here ...
     retry_initial_s: float = field(default_factory=lambda: _env_float("RETRY_INITIAL_S", 0.2))
     #: ... doubles up to this cap, and never gives up (an event is not dropped
@@ -108,10 +115,12 @@ class Settings:
     #: not top the chart.
     min_votes: int = field(default_factory=lambda: _env_int("MIN_VOTES", 5))
     #: How often changed titles' rating aggregates are copied to MongoDB.  The
-    #: aggregate is a projection of PostgreSQL's exact totals; a document update
-    #: costs milliseconds on FerretDB, so popular titles are coalesced.
+    #: aggregate is a display copy of PostgreSQL's exact totals (live counts
+    #: are in Redis and the tables); a document update costs milliseconds on
+    #: FerretDB, and under load nearly every title changes between flushes,
+    #: so each flush costs about the same: the interval sets MongoDB's load.
     title_aggregate_interval_s: float = field(default_factory=lambda: _env_float(
-        "TITLE_AGGREGATE_INTERVAL_S", 2.0))
+        "TITLE_AGGREGATE_INTERVAL_S", 10.0))
     #: How often table counts are mirrored into Redis leaderboards.
     mirror_interval_s: float = field(default_factory=lambda: _env_float("MIRROR_INTERVAL_S", 1.0))
     #: Viewing sessions expire from Redis this long after the last heartbeat.
@@ -123,9 +132,12 @@ class Settings:
     dedupe_ttl_s: int = field(default_factory=lambda: _env_int("DEDUPE_TTL_S", 86400))
 
     # --- audit ------------------------------------------------------------
-    #: Run the audit consumer (S3) inside the worker.  Set to false to run it
-    #: as its own process with ``python -m streamapp.audit``.
-    audit_in_worker: bool = field(default_factory=lambda: _env_bool("AUDIT_IN_WORKER", True))
+    #: Run the audit consumer (S3) inside the worker.  Off by default: S3 runs
+    #: as its own process (``python -m streamapp.audit``, which ``make run`` and
+    #: docker-compose start), so indexing every event and outcome never
+    #: competes with S2's agents for the worker's event loop.  The benchmark
+    #: measured the in-worker audit taking about half the worker's throughput.
+    audit_in_worker: bool = field(default_factory=lambda: _env_bool("AUDIT_IN_WORKER", False))
     #: Index name prefix; documents go to ``<prefix>-YYYY.MM.DD``.
     audit_index_prefix: str = field(default_factory=lambda: _env("AUDIT_INDEX_PREFIX", "streamapp-audit"))
     #: Key used to hash PII (e-mails) in audit documents.  Set it in the

@@ -84,31 +84,46 @@ class MongoStore:
         Other write errors are raised as ``BulkWriteError``.
         """
         movies = await self.movies()
-        async with self._writing:
-            await self._send_updates(movies, updates, ordered)
-
-    async def _send_updates(self, movies, updates: List[dict], ordered: bool) -> None:
         for i in range(0, len(updates), UPDATE_CHUNK):
-            todo = updates[i:i + UPDATE_CHUNK]
-            for _ in range(5):
-                reply = await movies.database.command(
-                    {"update": movies.name, "updates": todo, "ordered": ordered})
-                errors = reply.get("writeErrors") or []
-                if not errors:
-                    break
-                if any(e.get("code") != 11000 for e in errors):
-                    raise _bulk_error(errors)
-                first = min(e["index"] for e in errors)
-                todo = todo[first:] if ordered else [todo[e["index"]] for e in errors]
-            else:
+            # The lock is held per command, not per call, so a catalog batch
+            # is not stuck behind a whole flush of rating aggregates.
+            async with self._writing:
+                await self._send_updates(movies, updates[i:i + UPDATE_CHUNK], ordered)
+
+    async def _send_updates(self, movies, todo: List[dict], ordered: bool) -> None:
+        for _ in range(5):
+            reply = await movies.database.command(
+                {"update": movies.name, "updates": todo, "ordered": ordered})
+            errors = reply.get("writeErrors") or []
+            if not errors:
+                break
+            if any(e.get("code") != 11000 for e in errors):
                 raise _bulk_error(errors)
+            first = min(e["index"] for e in errors)
+            todo = todo[first:] if ordered else [todo[e["index"]] for e in errors]
+        else:
+            raise _bulk_error(errors)
 
     async def write_catalog(self, events: Sequence[Event]) -> int:
-        """Upsert titles and mark removals, one round trip."""
-        updates = [_catalog_update(e) for e in events]
-        if updates:
-            await self._update_many(updates, ordered=True)
-        return len(updates)
+        """Upsert titles and mark removals: one statement per title.
+
+        A batch's edits of one title are folded into one ``$set``, later
+        fields over earlier ones, which leaves the same document as applying
+        them in order (every edit is a ``$set``), at the cost of one update.
+        """
+        folded: Dict[str, dict] = {}
+        for event in events:
+            update = _catalog_update(event)
+            before = folded.get(event.movie_id)
+            if before is None:
+                folded[event.movie_id] = update
+            else:
+                before["u"]["$set"].update(update["u"]["$set"])
+                if "$setOnInsert" in update["u"]:
+                    before["u"].setdefault("$setOnInsert", update["u"]["$setOnInsert"])
+        if folded:
+            await self._update_many(list(folded.values()), ordered=True)
+        return len(folded)
 
     async def write_rating_totals(self, totals: Dict[str, Tuple[int, int]]) -> int:
         """Set each title's rating aggregate to the exact totals given."""
