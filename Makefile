@@ -55,6 +55,9 @@ services-wipe:
 worker: venv
 	$(VENV)/bin/faust -A streamapp worker -l info
 
+audit: venv
+	$(PY) -m streamapp.audit
+
 simulate: venv
 	$(PY) -m streamapp.simulator --count 0
 

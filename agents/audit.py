@@ -1,4 +1,5 @@
-"""S3 inside the worker: the audit trail with its own consumer group."""
+"""S3 inside the worker when ``AUDIT_IN_WORKER=true`` (by default it runs as its
+own process: ``python -m streamapp.audit``)."""
 import asyncio
 
 from streamapp.app import app

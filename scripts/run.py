@@ -1,8 +1,8 @@
-"""``make run``: a worker and the simulator against the running stack.
+"""``make run``: a worker, the audit trail and the simulator against the stack.
 
-Starts the simulator (endless, at a steady rate) in the background, prints
-the URLs to look at, then runs the worker in the foreground; Ctrl-C stops
-both.
+Starts the audit trail (S3, ``python -m streamapp.audit``) and the simulator
+(endless, at a steady rate) in the background, prints the URLs to look at,
+then runs the worker in the foreground; Ctrl-C stops all three.
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def main() -> int:
     worker = subprocess.Popen([str(bin_dir / "faust"), "-A", "streamapp", "worker", "-l", "info"],
                               cwd=ROOT)
     time.sleep(5)  # let the worker declare topics and join its group first
+    audit = subprocess.Popen([sys.executable, "-m", "streamapp.audit"], cwd=ROOT,
+                             env={**os.environ, "AUDIT_IN_WORKER": "false"})
     simulator = subprocess.Popen([sys.executable, "-m", "streamapp.simulator", "--count", "0",
                                   "--quiet"], cwd=ROOT)
     base = f"http://{settings.web_host}:{settings.web_port}"
@@ -38,17 +40,17 @@ streamapp is running.
   Faust stats          {base}/   (and /assignment/, /performance/)
   Prometheus metrics   {base}/metrics
   OpenSearch           {settings.elasticsearch_url}
-Ctrl-C stops the worker and the simulator; `make services-down` stops the servers.
+Ctrl-C stops the worker, the audit trail and the simulator; `make services-down` stops the servers.
 """, flush=True)
     try:
         return worker.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        for proc in (simulator, worker):
+        for proc in (simulator, audit, worker):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
-        for proc in (simulator, worker):
+        for proc in (simulator, audit, worker):
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:

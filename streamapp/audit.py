@@ -1,8 +1,9 @@
 """S3, the audit trail: every event and every processing outcome, searchable.
 
 The audit consumer has its own consumer group (``<app id>-audit``), so it
-reads every topic independently of S2 and can run inside the worker (the
-default) or on its own (``python -m streamapp.audit``).  It hears both the
+reads every topic independently of S2.  It runs on its own (``python -m
+streamapp.audit``, the default deployment) or inside the worker
+(``AUDIT_IN_WORKER=true``, as the tests run it).  It hears both the
 producers (the event topics) and S2 (the outcomes and dead-letter topics).
 
 Offsets are committed only after a bulk request has been indexed, so when

@@ -94,7 +94,8 @@ class Worker:
     """A real ``faust -A streamapp worker`` process."""
 
     def __init__(self, env: Dict[str, str], log_path: Path, port: int = 6066) -> None:
-        self.env = {**os.environ, **env, "WEB_PORT": str(port)}
+        # Tests run S3 inside the worker: one process per test worker.
+        self.env = {**os.environ, "AUDIT_IN_WORKER": "true", **env, "WEB_PORT": str(port)}
         self.log_path = log_path
         self.port = port
         self.proc: Optional[subprocess.Popen] = None
