@@ -37,10 +37,10 @@ async def mongo_counts(stores: Stores) -> Dict[str, int]:
     async def count(query: dict) -> int:
         return int((await db.command({"count": movies.name, "query": query}))["n"])
 
-    docs = await movies.find({"ratings.count": {"$gt": 0}}, {"ratings.count": 1}).to_list(None)
+    ratings = await (await stores.mongo.title_ratings()).find({}, {"count": 1}).to_list(None)
     return {"movies": await count({"title": {"$exists": True}}),
             "removed": await count({"removed": True}),
-            "rated_votes": sum(int(d["ratings"]["count"]) for d in docs)}
+            "rated_votes": sum(int(d["count"]) for d in ratings)}
 
 
 async def redis_counts(stores: Stores) -> Dict[str, int]:

@@ -243,8 +243,9 @@ def forget_genres(movie_ids: Iterable[str]) -> None:
     """A catalog edit may change a title's genres: load them again, re-mirror."""
     for movie in movie_ids:
         former = _genres.pop(movie, None)
-        if former:
-            _former_genres[movie] = former
+        if former is not None:
+            if former:
+                _former_genres[movie] = former
             _dirty.add(movie)
 
 
@@ -253,9 +254,10 @@ async def _genres_of(movie_ids: List[str]) -> Dict[str, List[str]]:
     if missing:
         found = await stores.mongo.genres_of(missing)
         for m in missing:
-            if found.get(m):  # titles not in the catalog yet are asked again next time
-                _genres[m] = found[m]
-    return {m: _genres.get(m, []) for m in movie_ids}
+            # A title not in the catalog yet has none; its catalog event calls
+            # ``forget_genres`` (same partition, same worker), which asks again.
+            _genres[m] = found.get(m, [])
+    return {m: _genres[m] for m in movie_ids}
 
 
 def _pane_starts(now: float) -> List[float]:

@@ -1,10 +1,19 @@
 """MongoDB: the movie catalog, its relationships and display blobs.
 
-One document per title, ``_id`` = ``movie_id``, written with one ``update``
-command carrying the whole batch of upserts.  Every update is a ``$set`` of absolute
-values (never ``$inc``), so replaying a batch converges to the same document.
-Rating aggregates are copied from PostgreSQL's exact totals for the same
-reason.
+One document per title in ``movies``, ``_id`` = ``movie_id``.  Every write
+is a ``$set`` of absolute values (never ``$inc``), so replaying a batch
+converges to the same document.  Rating aggregates live next to it in
+``title_ratings`` (small documents, same ``_id``), copied from PostgreSQL's
+exact totals, and ``titles()`` joins them back in as each title's
+``ratings``: on FerretDB a small ``$set`` on a catalog document rewrites the
+whole document and its indexes (3.3 ms a title here, against 0.6 ms for the
+small document).
+
+New titles are inserted (one command per batch: 0.3 ms a title on FerretDB,
+against 2.2 ms for an upsert); titles that exist are updated.  Lookups by a
+few ids go one id at a time: FerretDB v1 answers ``_id`` equality from its
+primary key (2 ms) but scans the collection for ``_id: {$in: [...]}`` (150 ms
+for 500 titles).
 
 The code sticks to what both MongoDB and FerretDB (the local stack's
 wire-compatible server) support: no transactions, no change streams, and
@@ -48,14 +57,18 @@ class MongoStore:
         if self._client is None:
             self._client = AsyncMongoClient(self._url, serverSelectionTimeoutMS=3000, socketTimeoutMS=15000,
                                             connectTimeoutMS=3000, tz_aware=True)
-        collection = self._client[self._db_name]["movies"]
+        database = self._client[self._db_name]
+        collection = database["movies"]
         if not self._indexed:
             await collection.create_index([("genres", ASCENDING)])
             await collection.create_index([("year", DESCENDING)])
             await collection.create_index([("cast.name", ASCENDING)])
-            await collection.create_index([("ratings.avg", DESCENDING)])
+            await database["title_ratings"].create_index([("avg", DESCENDING)])
             self._indexed = True
         return collection
+
+    async def title_ratings(self):
+        return (await self.movies()).database["title_ratings"]
 
     async def close(self) -> None:
         if self._client is not None:
@@ -67,7 +80,8 @@ class MongoStore:
         reply = await self._client.admin.command("ping")
         return reply.get("ok") == 1
 
-    async def _update_many(self, updates: List[dict], ordered: bool) -> None:
+    async def _update_many(self, updates: List[dict], ordered: bool,
+                           collection: str = "movies") -> None:
         """Send many update statements, ``UPDATE_CHUNK`` per ``update`` command.
 
         This is what ``bulk_write`` sends, issued directly because PyMongo's
@@ -83,17 +97,36 @@ class MongoStore:
         server's advice is to retry, which we do for those statements only.
         Other write errors are raised as ``BulkWriteError``.
         """
-        movies = await self.movies()
+        target = (await self.movies()).database[collection]
         for i in range(0, len(updates), UPDATE_CHUNK):
             # The lock is held per command, not per call, so a catalog batch
             # is not stuck behind a whole flush of rating aggregates.
             async with self._writing:
-                await self._send_updates(movies, updates[i:i + UPDATE_CHUNK], ordered)
+                await self._send_updates(target, updates[i:i + UPDATE_CHUNK], ordered)
 
-    async def _send_updates(self, movies, todo: List[dict], ordered: bool) -> None:
-        for _ in range(5):
+    async def _insert_new(self, updates: List[dict]) -> List[dict]:
+        """Insert the upserts as new documents, in one command.
+
+        Returns the updates still to send: those whose title exists already
+        (duplicate key).  Trying the insert first is cheaper on FerretDB than
+        asking which exist: ``_id: {$in: [...]}`` scans the whole collection
+        there, and a refused insert costs under a millisecond.
+        """
+        movies = await self.movies()
+        documents = [{"_id": u["q"]["_id"], **u["u"].get("$setOnInsert", {}), **u["u"]["$set"]}
+                     for u in updates]
+        async with self._writing:
             reply = await movies.database.command(
-                {"update": movies.name, "updates": todo, "ordered": ordered})
+                {"insert": movies.name, "documents": documents, "ordered": False})
+        errors = reply.get("writeErrors") or []
+        if any(e.get("code") != 11000 for e in errors):
+            raise _bulk_error(errors)
+        return [updates[e["index"]] for e in sorted(errors, key=lambda e: e["index"])]
+
+    async def _send_updates(self, target, todo: List[dict], ordered: bool) -> None:
+        for _ in range(5):
+            reply = await target.database.command(
+                {"update": target.name, "updates": todo, "ordered": ordered})
             errors = reply.get("writeErrors") or []
             if not errors:
                 break
@@ -122,29 +155,53 @@ class MongoStore:
                 if "$setOnInsert" in update["u"]:
                     before["u"].setdefault("$setOnInsert", update["u"]["$setOnInsert"])
         if folded:
-            await self._update_many(list(folded.values()), ordered=True)
+            rest = await self._insert_new(list(folded.values()))
+            if rest:
+                await self._update_many(rest, ordered=True)
         return len(folded)
 
     async def write_rating_totals(self, totals: Dict[str, Tuple[int, int]]) -> int:
         """Set each title's rating aggregate to the exact totals given."""
         updates = [
             {"q": {"_id": movie_id},
-             "u": {"$set": {"ratings": {"count": votes, "sum": score_sum,
-                                        "avg": round(score_sum / votes, 4)}}},
+             "u": {"$set": {"count": votes, "sum": score_sum,
+                            "avg": round(score_sum / votes, 4)}},
              "upsert": True}
             for movie_id, (votes, score_sum) in sorted(totals.items()) if votes
         ]
         if updates:
-            await self._update_many(updates, ordered=False)
+            await self._update_many(updates, ordered=False, collection="title_ratings")
         return len(updates)
 
     async def titles(self, movie_ids: List[str]) -> Dict[str, dict]:
-        cursor = (await self.movies()).find({"_id": {"$in": list(movie_ids)}})
-        return {doc["_id"]: doc async for doc in cursor}
+        """Title documents with their rating aggregate as ``ratings`` (a title
+        rated before its catalog entry arrived is just ``_id`` and ``ratings``)."""
+        ids = list(movie_ids)
+        docs = await _by_ids(await self.movies(), ids)
+        for agg in (await _by_ids(await self.title_ratings(), ids)).values():
+            docs.setdefault(agg["_id"], {"_id": agg["_id"]})["ratings"] = {
+                "count": agg["count"], "sum": agg["sum"], "avg": agg["avg"]}
+        return docs
 
     async def genres_of(self, movie_ids: List[str]) -> Dict[str, List[str]]:
-        cursor = (await self.movies()).find({"_id": {"$in": list(movie_ids)}}, {"genres": 1})
-        return {doc["_id"]: doc.get("genres", []) async for doc in cursor}
+        docs = await _by_ids(await self.movies(), list(movie_ids), {"genres": 1})
+        return {movie_id: doc.get("genres", []) for movie_id, doc in docs.items()}
+
+
+#: Up to this many ids, documents are fetched by ``_id`` one at a time (a few
+#: at once); more, and one ``$in`` scan is cheaper.
+BY_ID_LIMIT = 40
+
+
+async def _by_ids(collection, ids: List[str], projection: Optional[dict] = None) -> Dict[str, dict]:
+    if len(ids) > BY_ID_LIMIT:
+        return {d["_id"]: d async for d in collection.find({"_id": {"$in": ids}}, projection)}
+    found: Dict[str, dict] = {}
+    for i in range(0, len(ids), 8):
+        docs = await asyncio.gather(*(collection.find_one({"_id": movie_id}, projection)
+                                      for movie_id in ids[i:i + 8]))
+        found.update((d["_id"], d) for d in docs if d is not None)
+    return found
 
 
 def _bulk_error(errors: List[dict]) -> BulkWriteError:
