@@ -50,9 +50,17 @@ log = logging.getLogger(__name__)
 TUMBLING = "1m" if settings.tumbling_window_s == 60 else f"{settings.tumbling_window_s}s"
 HOPPING = "1h" if settings.hopping_window_s == 3600 else f"{settings.hopping_window_s}s"
 PANE = "5m" if settings.hopping_step_s == 300 else f"{settings.hopping_step_s}s"
-#: Panes must outlive the hour they add up to.
-_expires = timedelta(seconds=max(settings.window_expires_s,
-                                 settings.hopping_window_s + settings.hopping_step_s))
+#: A closed window is kept for one more window plus the grace for late
+#: ratings; panes for as long as the hour they add up to.  Faust keeps an
+#: in-memory note per windowed write until its window expires, so expiry is
+#: what bounds the worker's memory.
+_minute_expires = timedelta(seconds=2 * settings.tumbling_window_s + settings.late_grace_s)
+_pane_expires = timedelta(seconds=settings.hopping_window_s + 2 * settings.hopping_step_s
+                          + settings.late_grace_s)
+#: RocksDB per table partition (see ``Settings.rocksdb_write_buffer_mb``).
+_rocksdb = {"write_buffer_size": settings.rocksdb_write_buffer_mb * 2**20,
+            "max_write_buffer_number": 2,
+            "block_cache_size": settings.rocksdb_block_cache_mb * 2**20}
 
 #: Source of a rating record: (partition, offset).
 Source = Tuple[int, int]
@@ -70,20 +78,20 @@ def _no_totals() -> list:
 
 rating_totals = app.Table(
     "rating-totals", default=_no_totals, key_type=str,
-    partitions=settings.topic_partitions,
+    partitions=settings.topic_partitions, options=dict(_rocksdb),
     help="Ratings and sum of scores per title, all time.")
 
 rating_counts_tumbling = app.Table(
     "rating-counts-minute", default=_no_ratings, key_type=str,
-    partitions=settings.topic_partitions,
+    partitions=settings.topic_partitions, options=dict(_rocksdb),
     help="Ratings per title in tumbling windows.",
-).tumbling(settings.tumbling_window_s, expires=_expires).relative_to_stream()
+).tumbling(settings.tumbling_window_s, expires=_minute_expires).relative_to_stream()
 
 rating_counts_panes = app.Table(
     "rating-counts-pane", default=_no_ratings, key_type=str,
-    partitions=settings.topic_partitions,
+    partitions=settings.topic_partitions, options=dict(_rocksdb),
     help="Ratings per title in hop-sized panes; a hopping window is a sum of panes.",
-).tumbling(settings.hopping_step_s, expires=_expires).relative_to_stream()
+).tumbling(settings.hopping_step_s, expires=_pane_expires).relative_to_stream()
 
 #: Values just counted, waiting for the next mirror into Redis: totals per
 #: title, and window counts per board key and title.  The mirror copies them
