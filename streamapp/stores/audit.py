@@ -18,10 +18,25 @@ import logging
 from datetime import datetime
 from typing import Any, Dict, Iterable, List, Optional
 
+import orjson
 from opensearchpy import AsyncOpenSearch
 from opensearchpy.helpers import async_bulk
+from opensearchpy.serializer import JSONSerializer
 
 log = logging.getLogger(__name__)
+
+
+class FastJSON(JSONSerializer):
+    """orjson for the bulk bodies (every event and outcome passes through here);
+    anything orjson cannot encode falls back to the client's own rules."""
+
+    def dumps(self, data: Any) -> str:
+        if isinstance(data, str):
+            return data
+        return orjson.dumps(data, default=self.default).decode()
+
+    def loads(self, s: str) -> Any:
+        return orjson.loads(s)
 
 MAPPINGS: Dict[str, Any] = {
     "dynamic": "strict",
@@ -60,7 +75,8 @@ class AuditStore:
     @property
     def client(self) -> AsyncOpenSearch:
         if self._client is None:
-            self._client = AsyncOpenSearch(hosts=[self._url], timeout=10, max_retries=0)
+            self._client = AsyncOpenSearch(hosts=[self._url], timeout=10, max_retries=0,
+                                           serializer=FastJSON())
         return self._client
 
     async def close(self) -> None:
