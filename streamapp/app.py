@@ -50,9 +50,21 @@ def create_app(cfg: Settings) -> faust.App:
         web_metrics_enabled=True,     # /performance/: event-loop latency
         web_cors_options={},
     )
-    setup_prometheus_sensors(app, name_prefix="faust")
+    if cfg.prometheus_sensor:
+        setup_prometheus_sensors(app, name_prefix="faust")
+    else:
+        _serve_our_metrics(app)
     app.producer.buffer.max_messages = cfg.producer_buffer_max_messages
     return app
+
+
+def _serve_our_metrics(app: faust.App) -> None:
+    """``/metrics`` with our counters only (no per-message Faust sensor)."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    @app.page("/metrics")
+    async def metrics(self, request):
+        return self.bytes(generate_latest(REGISTRY), content_type="text/plain")
 
 
 app = create_app(settings)
