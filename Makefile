@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STACK  := $(PY) scripts/stack.py
 
-.PHONY: run test chaos bench venv browser services-up services-down services-status services-wipe worker simulate clean
+.PHONY: run test chaos bench soak audit venv browser services-up services-down services-status services-wipe worker simulate clean
 
 ## run: install, bring the stack up, start a worker and the simulator, print the URLs
 run: venv services-up
@@ -20,6 +20,10 @@ test: venv browser services-up
 ## chaos: the long fault-injection scenarios (kill -9, store outages, broker restart)
 chaos: venv services-up
 	$(PY) -m tests.system.chaos
+
+## soak: 10 minutes of steady traffic; is the worker's memory flat?
+soak: venv services-up
+	$(PY) -m tests.system.soak
 
 ## bench: ceiling vs pass-through vs full pipeline vs per-event baseline
 bench: venv services-up
