@@ -60,13 +60,15 @@ class Settings:
     #: real cluster.
     topic_replicas: int = field(default_factory=lambda: _env_int("TOPIC_REPLICAS", 1))
     #: RocksDB memory per table partition: the write buffer (memtable) size and
-    #: the block cache.  RocksDB's defaults (64 MB buffers, 2 GB cache, per
-    #: partition of every table) let memory grow for hours; our tables hold a
-    #: few thousand small values, so a small buffer flushes often and cheaply.
-    rocksdb_write_buffer_mb: int = field(default_factory=lambda: _env_int(
-        "ROCKSDB_WRITE_BUFFER_MB", 2))
+    #: the block cache.  A memtable grows with every write until it is full,
+    #: and there is one per partition of every table (12 here): with RocksDB's
+    #: 64 MB default the worker's memory grew for hours (about 2.7 MB a
+    #: minute at 500 events/s).  Our tables hold a few thousand small values,
+    #: so a small buffer fills within minutes and flushes cheaply.
+    rocksdb_write_buffer_kb: int = field(default_factory=lambda: _env_int(
+        "ROCKSDB_WRITE_BUFFER_KB", 256))
     rocksdb_block_cache_mb: int = field(default_factory=lambda: _env_int(
-        "ROCKSDB_BLOCK_CACHE_MB", 8))
+        "ROCKSDB_BLOCK_CACHE_MB", 4))
     #: Table store.  RocksDB (via ``rocksdict``) keeps table state on disk so a
     #: restarted worker recovers from its local files plus the changelog tail
     #: instead of replaying the whole changelog; unit tests use ``memory://``.

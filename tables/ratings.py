@@ -57,8 +57,8 @@ PANE = "5m" if settings.hopping_step_s == 300 else f"{settings.hopping_step_s}s"
 _minute_expires = timedelta(seconds=2 * settings.tumbling_window_s + settings.late_grace_s)
 _pane_expires = timedelta(seconds=settings.hopping_window_s + 2 * settings.hopping_step_s
                           + settings.late_grace_s)
-#: RocksDB per table partition (see ``Settings.rocksdb_write_buffer_mb``).
-_rocksdb = {"write_buffer_size": settings.rocksdb_write_buffer_mb * 2**20,
+#: RocksDB per table partition (see ``Settings.rocksdb_write_buffer_kb``).
+_rocksdb = {"write_buffer_size": settings.rocksdb_write_buffer_kb * 2**10,
             "max_write_buffer_number": 2,
             "block_cache_size": settings.rocksdb_block_cache_mb * 2**20}
 
@@ -170,7 +170,8 @@ def count_ratings(accepted: Iterable[Tuple[object, object]],
         movie = rating.movie_id
         change = totals.get(movie)
         if change is None:
-            change = totals[movie] = _Change(rating_totals[movie])
+            with _counting(raw):  # reads go to the event's partition directly
+                change = totals[movie] = _Change(rating_totals[movie])
         if change.take(raw):
             change.value[0] += 1
             change.value[1] += rating.score
