@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,14 +90,20 @@ def stores_for(env: Dict[str, str]):
     return Stores(settings_for(env))
 
 
-class Worker:
-    """A real ``faust -A streamapp worker`` process."""
+#: ``python`` arguments of a streamapp worker.
+FAUST_WORKER = ("-m", "faust", "-A", "streamapp", "worker", "-l", "info")
 
-    def __init__(self, env: Dict[str, str], log_path: Path, port: int = 6066) -> None:
+
+class Worker:
+    """A real ``faust -A streamapp worker`` process (or another ``argv``)."""
+
+    def __init__(self, env: Dict[str, str], log_path: Path, port: int = 6066,
+                 argv: Sequence[str] = FAUST_WORKER) -> None:
         # Tests run S3 inside the worker: one process per test worker.
         self.env = {**os.environ, "AUDIT_IN_WORKER": "true", **env, "WEB_PORT": str(port)}
         self.log_path = log_path
         self.port = port
+        self.argv = list(argv)
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self) -> "Worker":
@@ -105,11 +111,10 @@ class Worker:
         # A restarted worker appends to the same log: only lines after this
         # point tell whether *this* process is ready.
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "faust", "-A", "streamapp", "worker", "-l", "info"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, *self.argv], cwd=ROOT, env=self.env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def wait_ready(self, timeout: float = 90) -> None:
@@ -133,13 +138,18 @@ class Worker:
             os.killpg(self.proc.pid, sig)
             self.proc.wait(30)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 30) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds."""
+        self.signal_and_wait(signal.SIGTERM, grace, otherwise=self.kill)
+
+    def signal_and_wait(self, sig: int, timeout: float, otherwise: Callable[[], None]) -> None:
+        """Send ``sig`` to the process group; call ``otherwise`` if it outlives ``timeout``."""
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, sig)
             try:
-                self.proc.wait(30)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.kill()
+                otherwise()
 
 
 def simulate(env: Dict[str, str], *args: str, summary: Path) -> dict:

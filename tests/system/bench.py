@@ -57,8 +57,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
-from tests.harness import (ROOT, Worker, expected_vs_tally, isolated_env, reset_stores,
-                           settings_for, simulate, stores_for)
+from tests.harness import (FAUST_WORKER, ROOT, Worker, expected_vs_tally, isolated_env,
+                           reset_stores, settings_for, simulate, stores_for)
 
 RESULTS = ROOT / "bench" / "results"
 STREAM_NAMES = ("users", "subscriptions", "payments", "preferences", "ratings", "sessions",
@@ -176,6 +176,23 @@ class Probe:
             await self._mongo.close()
 
 
+def tree_usage(proc: psutil.Process) -> Optional[Tuple[float, float]]:
+    """(resident bytes, CPU seconds) of a process and its children; None once it is gone."""
+    try:
+        procs = [proc] + proc.children(recursive=True)
+    except psutil.Error:
+        return None
+    rss = cpu = 0.0
+    for p in procs:
+        try:
+            rss += p.memory_info().rss
+            times = p.cpu_times()
+            cpu += times.user + times.system
+        except psutil.Error:
+            pass
+    return rss, cpu
+
+
 class Sampler:
     """Peak RSS (process plus children) and CPU time of a worker, every 0.5 s."""
 
@@ -186,18 +203,10 @@ class Sampler:
         self._task: Optional[asyncio.Task] = None
 
     def sample(self) -> None:
-        try:
-            procs = [self.proc] + self.proc.children(recursive=True)
-        except psutil.Error:
+        usage = tree_usage(self.proc)
+        if usage is None:
             return
-        rss = cpu = 0.0
-        for p in procs:
-            try:
-                rss += p.memory_info().rss
-                times = p.cpu_times()
-                cpu += times.user + times.system
-            except psutil.Error:
-                pass
+        rss, cpu = usage
         self.peak_rss = max(self.peak_rss, int(rss))
         self.cpu.append((time.time(), cpu))
 
@@ -310,39 +319,19 @@ class CpuAccount:
 
 
 class Process(Worker):
-    """``tests.harness.Worker`` with any command line (same start/stop)."""
+    """``tests.harness.Worker`` with any command line, a shorter stop (the run
+    has a time limit), and SIGINT for the profiled worker."""
 
     def __init__(self, env: Dict[str, str], log_path: Path, argv: Sequence[str],
                  port: int) -> None:
-        super().__init__(env, log_path, port)
-        self.argv = list(argv)
-
-    def start(self) -> "Process":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, *self.argv], cwd=ROOT, env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        log.close()
-        return self
+        super().__init__(env, log_path, port, argv)
 
     def stop(self, grace: float = 15) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds (the run has a time limit)."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        super().stop(grace)
 
     def interrupt_and_wait(self, timeout: float = 60) -> None:
         """SIGINT (what pyinstrument catches to write its report), then wait."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.stop()
+        self.signal_and_wait(signal.SIGINT, timeout, otherwise=self.stop)
 
 
 # --- numbers -------------------------------------------------------------------
@@ -618,11 +607,9 @@ def pipeline_env(base: Dict[str, str], tag: str, name: str, work: Path,
 
 def start_worker(env: Dict[str, str], work: Path, name: str,
                  profile: Optional[Path] = None) -> Process:
-    faust_argv = ["-m", "faust", "-A", "streamapp", "worker", "-l", "info"]
+    argv = list(FAUST_WORKER)
     if profile is not None:  # a saved session, rendered by ``render_profile``
-        argv = ["-m", "pyinstrument", "-r", "pyisession", "-o", str(profile), *faust_argv]
-    else:
-        argv = faust_argv
+        argv = ["-m", "pyinstrument", "-r", "pyisession", "-o", str(profile), *argv]
     return Process(env, work / f"{name}.log", argv, port=free_port()).start()
 
 
@@ -781,6 +768,15 @@ async def run_pipeline(name: str, env: Dict[str, str], summary: dict, budget: Op
 
 
 # --- latency at a fixed rate -----------------------------------------------------------
+
+def start_producer(env: Dict[str, str], count: int, rate: float, seed: int,
+                   summary_path: Path) -> subprocess.Popen:
+    """``produce_steady`` in a process of its own (the measured ones share the CPU)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.system.bench", "produce", "--count", str(count),
+         "--rate", str(rate), "--seed", str(seed), "--summary-json", str(summary_path)],
+        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+
 
 def produce_steady(args: argparse.Namespace) -> None:
     """The simulator's own producer loop, starting in its steady-state mix.
@@ -943,10 +939,7 @@ async def pass_sustained(env: Dict[str, str], worker: Process, events_per_s: flo
     points: List[Tuple[float, int]] = []
     cpu = CpuAccount(worker.proc.pid).start()
     started = time.time()
-    producer = subprocess.Popen(
-        [sys.executable, "-m", "tests.system.bench", "produce", "--count", str(count),
-         "--rate", str(target), "--seed", str(seed), "--summary-json", str(summary_path)],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    producer = start_producer(env, count, target, seed, summary_path)
 
     def counted(c: Dict[str, int]) -> int:
         return c["accounts"] + c["ratings"] + c["sessions"]
@@ -1009,10 +1002,7 @@ async def pass_latency(env: Dict[str, str], worker: Process, events_per_s: float
     cpu = CpuAccount(worker.proc.pid).start()
     summary_path = work / "latency-summary.json"
     started = time.time()
-    producer = subprocess.Popen(
-        [sys.executable, "-m", "tests.system.bench", "produce", "--count", str(count),
-         "--rate", str(target), "--seed", str(seed), "--summary-json", str(summary_path)],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    producer = start_producer(env, count, target, seed, summary_path)
     try:
         while producer.poll() is None:
             if worker.proc.poll() is not None:

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,27 +29,21 @@ from typing import List, Tuple
 
 import psutil
 
-from tests.harness import ROOT, reset_stores, simulate
+from tests.harness import reset_stores, simulate
 from tests.system.bench import (RESULTS, RUNNING, Probe, bench_env, drop_namespace,
                                 faust_ready_at, machine_info, pipeline_env, single_run_lock,
-                                start_audit, start_worker, stop_worker)
+                                start_audit, start_producer, start_worker, stop_worker,
+                                tree_usage)
 
 FLAT_WITHIN = 0.10
 
 
 def rss_mb(pid: int) -> float:
     try:
-        proc = psutil.Process(pid)
-        procs = [proc] + proc.children(recursive=True)
+        usage = tree_usage(psutil.Process(pid))
     except psutil.Error:
         return 0.0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total / 2**20
+    return usage[0] / 2**20 if usage else 0.0
 
 
 def window_median(series: List[Tuple[float, float]], start: float, end: float) -> float:
@@ -85,10 +77,7 @@ async def soak(args: argparse.Namespace) -> int:
               flush=True)
         summary_path = work / "soak-summary.json"
         started = time.time()
-        producer = subprocess.Popen(
-            [sys.executable, "-m", "tests.system.bench", "produce", "--count", str(count),
-             "--rate", str(args.rate), "--seed", "31", "--summary-json", str(summary_path)],
-            cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+        producer = start_producer(env, count, args.rate, 31, summary_path)
         probe = Probe(env, titles_expected=0)
         done_samples: List[Tuple[float, int]] = []
         base_done = (await probe.counts())["done"]
