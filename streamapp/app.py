@@ -19,18 +19,12 @@ def broker_urls(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
 
-def create_app(cfg: Settings) -> faust.App:
-    Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        cfg.app_id,
+def broker_options(cfg: Settings) -> dict:
+    """How an app of ours talks to Kafka (the benchmark's pass-through uses them too)."""
+    return dict(
         broker=broker_urls(cfg.kafka_bootstrap),
-        autodiscover=["agents", "tables", "streamapp.web"],
-        origin="streamapp",
-        store=cfg.table_store,
-        datadir=cfg.data_dir,
         topic_partitions=cfg.topic_partitions,
         topic_replication_factor=cfg.topic_replicas,
-        table_standby_replicas=cfg.table_standby_replicas,
         processing_guarantee=cfg.processing_guarantee,
         consumer_auto_offset_reset="earliest",
         # Durable before acknowledged: every produce waits for all in-sync replicas.
@@ -41,6 +35,19 @@ def create_app(cfg: Settings) -> faust.App:
         # partitions move; Faust's default of 60 s leaves them idle for a minute.
         broker_session_timeout=15.0,
         broker_heartbeat_interval=3.0,
+    )
+
+
+def create_app(cfg: Settings) -> faust.App:
+    Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        cfg.app_id,
+        **broker_options(cfg),
+        autodiscover=["agents", "tables", "streamapp.web"],
+        origin="streamapp",
+        store=cfg.table_store,
+        datadir=cfg.data_dir,
+        table_standby_replicas=cfg.table_standby_replicas,
         web_host=cfg.web_host,
         web_bind=cfg.web_host,
         web_port=cfg.web_port,

@@ -20,7 +20,7 @@ from typing import List, Tuple
 
 import faust
 
-from streamapp.app import broker_urls
+from streamapp.app import broker_options
 from streamapp.config import settings
 from streamapp.topics import STREAMS
 
@@ -30,15 +30,9 @@ _data_dir.mkdir(parents=True, exist_ok=True)
 
 app = faust.App(
     f"{settings.app_id}-passthrough",
-    broker=broker_urls(settings.kafka_bootstrap),
+    **broker_options(settings),
     store="memory://",
     datadir=str(_data_dir),
-    topic_partitions=settings.topic_partitions,
-    topic_replication_factor=settings.topic_replicas,
-    processing_guarantee=settings.processing_guarantee,
-    consumer_auto_offset_reset="earliest",
-    producer_acks=-1,
-    broker_max_poll_interval=300.0,
     web_enabled=False,
 )
 
