@@ -229,14 +229,23 @@ def tumbling_count(movie: str) -> int:
     return int(rating_counts_tumbling[movie].now()[0])
 
 
-def hopping_count(movie: str, now: float) -> int:
-    """Ratings of a title in the hopping window shown now: the sum of its panes."""
+def _pane_starts(now: float) -> List[float]:
+    """Starts of the panes that make up the hopping window shown now."""
     step = settings.hopping_step_s
     start = window_start(now, settings.hopping_window_s, step)
+    return [start + i * step for i in range(settings.hopping_window_s // step)]
+
+
+def pane_counts(movie: str, now: float) -> Dict[float, int]:
+    """Ratings of a title in each pane of the hopping window shown now, by pane start."""
     window = rating_counts_panes.table.window
     panes = rating_counts_panes[movie]
-    return sum(int(panes[window.ranges(start + i * step)[0]][0])
-               for i in range(settings.hopping_window_s // step))
+    return {start: int(panes[window.ranges(start)[0]][0]) for start in _pane_starts(now)}
+
+
+def hopping_count(movie: str, now: float) -> int:
+    """Ratings of a title in the hopping window shown now: the sum of its panes."""
+    return sum(pane_counts(movie, now).values())
 
 
 @rating_totals.on_recover
@@ -269,13 +278,6 @@ async def _genres_of(movie_ids: List[str]) -> Dict[str, List[str]]:
     return {m: _genres[m] for m in movie_ids}
 
 
-def _pane_starts(now: float) -> List[float]:
-    """Starts of the panes that make up the hopping window shown now."""
-    step = settings.hopping_step_s
-    start = window_start(now, settings.hopping_window_s, step)
-    return [start + i * step for i in range(settings.hopping_window_s // step)]
-
-
 def leaderboard_scores(totals: Dict[str, Tuple[int, int]], genres: Dict[str, List[str]]
                        ) -> Dict[str, Dict[str, float]]:
     """Absolute all-time, best-rated and genre scores for these titles."""
@@ -294,15 +296,12 @@ def leaderboard_scores(totals: Dict[str, Tuple[int, int]], genres: Dict[str, Lis
 def window_scores(movie_ids: Iterable[str], now: float) -> Dict[str, Dict[str, int]]:
     """Current tumbling window and hour's panes of these titles, read from the tables."""
     t_start = window_start(now, settings.tumbling_window_s, settings.tumbling_window_s)
-    panes = rating_counts_panes.table.window
     scores: Dict[str, Dict[str, int]] = {}
     for movie in movie_ids:
         scores.setdefault(redis_keys.window_key(TUMBLING, t_start), {})[movie] = \
             tumbling_count(movie)
-        values = rating_counts_panes[movie]
-        for start in _pane_starts(now):
-            scores.setdefault(redis_keys.window_key(PANE, start), {})[movie] = \
-                int(values[panes.ranges(start)[0]][0])
+        for start, count in pane_counts(movie, now).items():
+            scores.setdefault(redis_keys.window_key(PANE, start), {})[movie] = count
     return scores
 
 
