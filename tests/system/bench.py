@@ -176,6 +176,16 @@ class Probe:
             await self._mongo.close()
 
 
+async def cancel(task: Optional[asyncio.Task]) -> None:
+    """Cancel a background task and wait until it has stopped."""
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
 def tree_usage(proc: psutil.Process) -> Optional[Tuple[float, float]]:
     """(resident bytes, CPU seconds) of a process and its children; None once it is gone."""
     try:
@@ -220,12 +230,7 @@ class Sampler:
         return self
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)
 
     def cpu_share(self, start: float, end: float) -> Optional[float]:
         """Cores used on average between two times (1.0 = one core busy)."""
@@ -914,12 +919,7 @@ class OutcomeWatcher:
                             self.done[event_id] = (t, at - t)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)
         await self.consumer.stop()
 
 
