@@ -12,3 +12,12 @@ from harness import isolated_env  # noqa: E402
 SESSION_ENV = isolated_env()
 os.environ.update(SESSION_ENV)
 os.environ.setdefault("TABLE_STORE", "memory://")  # unit tests; workers get rocksdb below
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Drop every namespace the session made (topics, changelogs, audit indices)."""
+    import asyncio
+
+    from harness import CREATED, drop_namespaces
+
+    asyncio.run(drop_namespaces(CREATED))

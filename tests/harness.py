@@ -21,6 +21,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: Tags of the namespaces this process made (``drop_namespaces`` at the end).
+CREATED: List[str] = []
+
+
 def isolated_env(tag: Optional[str] = None, database: str = "streamapp_test",
                  redis_db: int = 1) -> Dict[str, str]:
     """Environment variables that give a run its own corner of every store.
@@ -30,6 +34,7 @@ def isolated_env(tag: Optional[str] = None, database: str = "streamapp_test",
     by side keep their data apart too.
     """
     tag = tag or f"t{uuid.uuid4().hex[:8]}"
+    CREATED.append(tag)
     base_dsn = os.environ.get("POSTGRES_DSN", "postgresql://streamapp@127.0.0.1:5432/streamapp")
     mongo = os.environ.get("TEST_MONGODB_URL", "mongodb://127.0.0.1:27017/streamapp_test")
     return {
@@ -43,6 +48,48 @@ def isolated_env(tag: Optional[str] = None, database: str = "streamapp_test",
         "TOPIC_PARTITIONS": "4",
         "MIRROR_INTERVAL_S": "0.5",
     }
+
+
+async def drop_namespaces(tags: Sequence[str]) -> None:
+    """Delete the namespaces' Kafka topics and audit indices (best effort).
+
+    Each namespace leaves dozens of partitions behind (event topics, table
+    changelogs); a broker that keeps thousands of them starts slowly and
+    spends CPU on them, which would distort later runs on the machine.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+    from opensearchpy import AsyncOpenSearch
+
+    if not tags:
+        return
+    cfg = settings_for({})
+    prefixes = tuple(p for tag in tags for p in (f"{tag}.", f"streamapp-{tag}-"))
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
+        await admin.start()
+        try:
+            mine = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+            if mine:
+                await admin.delete_topics(mine)
+        finally:
+            await admin.close()
+    except Exception as exc:
+        print(f"could not delete the topics of {', '.join(tags)}: {exc}", file=sys.stderr)
+    if not cfg.elasticsearch_url:
+        return
+    client = AsyncOpenSearch(hosts=[cfg.elasticsearch_url], timeout=10)
+    try:
+        patterns = ",".join(f"{tag}-*" for tag in tags)
+        await client.indices.delete(index=patterns, params={"ignore_unavailable": "true",
+                                                            "allow_no_indices": "true"})
+        templates = await client.indices.get_index_template()
+        for t in templates.get("index_templates", []):
+            if t["name"].startswith(tuple(f"{tag}-" for tag in tags)):
+                await client.indices.delete_index_template(name=t["name"])
+    except Exception as exc:
+        print(f"could not delete the audit indices of {', '.join(tags)}: {exc}", file=sys.stderr)
+    finally:
+        await client.close()
 
 
 async def reset_stores(env: Dict[str, str]) -> None:

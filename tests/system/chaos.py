@@ -27,8 +27,8 @@ from typing import Callable, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import (ROOT, Worker, expected_vs_tally, isolated_env, reset_stores,  # noqa: E402
-                     settings_for, stores_for, wait_until)
+from harness import (CREATED, ROOT, Worker, drop_namespaces, expected_vs_tally,  # noqa: E402
+                     isolated_env, reset_stores, settings_for, stores_for, wait_until)
 
 STACK = [sys.executable, str(ROOT / "scripts" / "stack.py")]
 WORK = Path(tempfile.mkdtemp(prefix="streamapp-chaos-"))
@@ -187,6 +187,7 @@ def main(names: List[str]) -> int:
             continue
         print(f"scenario={name} " + " ".join(f"{k}={v}" for k, v in result.items()), flush=True)
         failed |= bool(result["lost"] or result["duplicated"])
+    asyncio.run(drop_namespaces(CREATED))
     print(f"logs: {WORK}")
     return 1 if failed else 0
 

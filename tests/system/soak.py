@@ -29,8 +29,8 @@ from typing import List, Tuple
 
 import psutil
 
-from tests.harness import reset_stores, simulate
-from tests.system.bench import (RESULTS, RUNNING, Probe, bench_env, drop_namespace,
+from tests.harness import drop_namespaces, reset_stores, simulate
+from tests.system.bench import (RESULTS, RUNNING, Probe, bench_env,
                                 faust_ready_at, machine_info, pipeline_env, single_run_lock,
                                 start_audit, start_producer, start_worker, stop_worker,
                                 tree_usage)
@@ -128,7 +128,7 @@ async def soak(args: argparse.Namespace) -> int:
         }
     finally:
         stop_worker("soak")
-        await drop_namespace(base, tag)
+        await drop_namespaces([tag])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
