@@ -34,6 +34,28 @@ def test_every_event_type_round_trips(event_type):
     assert decode(encode(event)) == event
 
 
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
+def test_decoded_records_are_what_their_constructor_builds(event_type):
+    """``decode`` skips the records' own ``__init__`` (it checks fields itself);
+    the record must be the same as the constructor's, nested records too."""
+    event = decode(SAMPLES[event_type])
+    built = type(event)(**{name: getattr(event, name) for name in event._options.fields})
+    assert [getattr(built, name) for name in built._options.fields] == \
+        [getattr(event, name) for name in event._options.fields]
+    assert vars(event) == vars(built)  # the same fields and bookkeeping, nothing more
+    assert event.asdict() == built.asdict()
+    assert event.dumps() == built.dumps()
+    assert event.to_wire() == built.to_wire()
+
+
+def test_event_ids_are_spelled_one_way():
+    body = orjson.loads(SAMPLES["rating.submitted"])
+    canonical = body["event_id"]
+    for spelling in (canonical.upper(), "{" + canonical + "}", canonical.replace("-", "")):
+        event = decode(orjson.dumps({**body, "event_id": spelling}))
+        assert event.event_id == canonical
+
+
 def _mutated(event_type, **changes):
     body = orjson.loads(SAMPLES[event_type])
     for key, value in changes.items():
