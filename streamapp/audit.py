@@ -19,6 +19,7 @@ card number is dropped from the payload before indexing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -59,7 +60,7 @@ def mask(value: Any, cfg: Settings = settings) -> Any:
         out = {}
         for key, item in value.items():
             key = str(key)
-            if _SECRET_KEYS.search(key) or key in ("card_last4",):
+            if _is_secret(key):
                 continue
             if key == "email" and isinstance(item, str):
                 out["email"] = _MASKED
@@ -70,9 +71,16 @@ def mask(value: Any, cfg: Settings = settings) -> Any:
         return out
     if isinstance(value, list):
         return [mask(item, cfg) for item in value]
-    if isinstance(value, str) and has_card_number(value):
+    # A card number has 13 digits at least: shorter strings cannot hold one.
+    if isinstance(value, str) and len(value) >= 13 and has_card_number(value):
         return _MASKED
     return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret(key: str) -> bool:
+    """Field names are few and repeat in every event: decide each name once."""
+    return bool(_SECRET_KEYS.search(key)) or key == "card_last4"
 
 
 def event_doc(event: Event, stream: str, cfg: Settings = settings) -> Dict[str, Any]:
