@@ -98,10 +98,16 @@ def _stream_of(raw: EventT, agent: str) -> str:
     return STREAM_OF_TOPIC.get(raw.message.topic, agent)
 
 
-def _by_stream(events: Sequence[Event]) -> Dict[str, List[Event]]:
-    groups: Dict[str, List[Event]] = {}
+#: An event as outcome messages list it: (event id, occurred_at, type).
+Listed = Tuple[str, datetime, str]
+
+
+def _by_stream(events: Sequence[Event]) -> Dict[str, List[Listed]]:
+    """The batch's events as outcomes list them, per stream (once for all stores)."""
+    groups: Dict[str, List[Listed]] = {}
     for event in events:
-        groups.setdefault(STREAM_OF_TYPE[event.TYPE], []).append(event)
+        groups.setdefault(STREAM_OF_TYPE[event.TYPE], []).append(
+            (event.event_id, event.occurred_at, event.TYPE))
     return groups
 
 
@@ -124,9 +130,9 @@ async def _write(agent: str, good: Sequence[Event], steps: Sequence[Step], pendi
         with timed(agent, store):
             await retrying(store, lambda: write(good),
                            on_retry=lambda exc, store=store: report_retry(groups, store, exc))
-        for stream, events in groups.items():
-            metrics.events_stored.labels(store=store, stream=stream).inc(len(events))
-            pending.append(await report(stream, store, "stored", events))
+        for stream, listed in groups.items():
+            metrics.events_stored.labels(store=store, stream=stream).inc(len(listed))
+            pending.append(await report(stream, store, "stored", listed))
 
 
 async def _isolate(agent: str, pairs: List[Decoded], steps: Sequence[Step],
@@ -197,18 +203,21 @@ async def dead_letter(stream: str, raw: EventT, why: Rejection):
     return asyncio.gather(fut, outcome)
 
 
-async def report(stream: str, store: str, status: str, events: Sequence[Event], **extra):
-    """Publish one outcome message for a batch; returns its delivery future."""
+async def report(stream: str, store: str, status: str, listed: Sequence[Listed], **extra):
+    """Publish one outcome message for a batch; returns its delivery future.
+
+    ``events`` is ``[[event_id, occurred_at, type], ...]``; orjson writes
+    the times as ISO 8601, as ``datetime.isoformat`` would.
+    """
     body = {"status": status, "stream": stream, "store": store, "at": _now(),
-            "events": [[e.event_id, e.occurred_at.isoformat(), e.TYPE] for e in events],
-            **extra}
+            "events": listed, **extra}
     return await outcomes_topic.send(key=stream.encode(), value=orjson.dumps(body))
 
 
-async def report_retry(groups: Dict[str, List[Event]], store: str, exc: BaseException) -> None:
+async def report_retry(groups: Dict[str, List[Listed]], store: str, exc: BaseException) -> None:
     try:
-        for stream, events in groups.items():
-            await report(stream, store, "retried", events,
+        for stream, listed in groups.items():
+            await report(stream, store, "retried", listed,
                          reason=type(exc).__name__, detail=str(exc)[:300])
     except Exception:  # reporting must never turn a retry into a crash
         log.exception("could not publish retry outcome")
