@@ -1,6 +1,6 @@
 """Ratings → PostgreSQL (durable rows + exact totals), the rating tables
-(windowed counts), a Redis event count, and the aggregate on each title's
-MongoDB document.
+(windowed counts), a Redis event count, the leaderboards (mirrored from the
+totals and the tables), and the aggregate on each title's MongoDB document.
 
 The MongoDB aggregate is a projection of PostgreSQL's exact totals, so it is
 not written per batch: titles whose totals changed are collected and written
@@ -18,7 +18,7 @@ from streamapp.pipeline import handle_batch, stop_before_commit, timed
 from streamapp.stores import stores
 from streamapp.stores.base import retrying
 from streamapp.topics import ratings_topic
-from tables.ratings import count_ratings
+from tables.ratings import count_ratings, note_totals
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ async def process(batch) -> None:
     async def to_postgres(events):
         totals, first_read_at = await stores.postgres.write_ratings(events, sources)
         _pending_totals.update(totals)
+        note_totals(totals)
         canonical.update(first_read_at)
 
     accepted = await handle_batch("ratings", batch, [

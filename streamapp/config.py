@@ -61,7 +61,7 @@ class Settings:
     topic_replicas: int = field(default_factory=lambda: _env_int("TOPIC_REPLICAS", 1))
     #: RocksDB memory per table partition: the write buffer (memtable) size and
     #: the block cache.  A memtable grows with every write until it is full,
-    #: and there is one per partition of every table (12 here): with RocksDB's
+    #: and there is one per partition of every table (16 by default): with RocksDB's
     #: 64 MB default the worker's memory grew for hours (about 2.7 MB a
     #: minute at 500 events/s).  Our tables hold a few thousand small values,
     #: so a small buffer fills within minutes and flushes cheaply.

@@ -1,10 +1,13 @@
-"""Rating counts per title: all time, a tumbling window and a hopping window.
+"""Rating counts per title in windows: a tumbling minute and a hopping hour.
 
 The tables are keyed by ``movie_id``, like the ratings topic, so each worker
 counts the titles of the partitions it owns.  Windows follow event time: the
 Kafka record timestamp, which producers set to ``occurred_at`` (see
 docs/events.md).  Every table is backed by a changelog topic and, in the
-worker, by RocksDB; a restarted worker recovers them from both.
+worker, by RocksDB; a restarted worker recovers them from both.  All-time
+totals are not counted here: PostgreSQL keeps them exact, in the same
+transaction as the ratings (``stores.postgres.write_ratings``), and the
+ratings agent hands each batch's totals to ``note_totals`` for the boards.
 
 Exactly once per rating, under at-least-once delivery:
 
@@ -26,8 +29,8 @@ Late ratings: a rating whose every window has already closed (window end plus
 ``LATE_GRACE_S`` is in the past) is counted in the all-time totals only,
 never in a closed window, so a published window does not change afterwards.
 
-Leaderboards in Redis are mirrored from these tables with absolute scores,
-so Redis can be rebuilt from Kafka alone.
+Leaderboards in Redis are mirrored from these tables and PostgreSQL's totals
+with absolute scores, so Redis can be rebuilt from them at any time.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from streamapp.app import app
 from streamapp.config import settings
 from streamapp.stores import redis as redis_keys
 from streamapp.stores import stores
+from streamapp.topics import ratings_topic
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +75,6 @@ def _no_ratings() -> list:
     return [0, {}]
 
 
-def _no_totals() -> list:
-    """A title's all-time value: [ratings, sum of scores, {partition: last offset}]."""
-    return [0, 0, {}]
-
-
-rating_totals = app.Table(
-    "rating-totals", default=_no_totals, key_type=str,
-    partitions=settings.topic_partitions, options=dict(_rocksdb),
-    help="Ratings and sum of scores per title, all time.")
-
 rating_counts_tumbling = app.Table(
     "rating-counts-minute", default=_no_ratings, key_type=str,
     partitions=settings.topic_partitions, options=dict(_rocksdb),
@@ -93,14 +87,17 @@ rating_counts_panes = app.Table(
     help="Ratings per title in hop-sized panes; a hopping window is a sum of panes.",
 ).tumbling(settings.hopping_step_s, expires=_pane_expires).relative_to_stream()
 
-#: Values just counted, waiting for the next mirror into Redis: totals per
-#: title, and window counts per board key and title.  The mirror copies them
-#: as they are, without reading the tables again.
+#: Values just counted, waiting for the next mirror into Redis: all-time
+#: totals per title (PostgreSQL's), and window counts per board key and
+#: title.  The mirror copies them as they are, without reading again.
 _fresh_totals: Dict[str, Tuple[int, int]] = {}
 _fresh_windows: Dict[str, Dict[str, int]] = {}
-#: Titles whose boards must be rebuilt from the tables (after a recovery, or a
-#: catalog edit that may have changed their genres).
+#: Titles whose boards must be rebuilt from PostgreSQL and the tables (after
+#: a catalog edit that may have changed their genres) ...
 _dirty: Set[str] = set()
+#: ... or every title of this worker's partitions (after a recovery: the
+#: previous owner may have died between counting and mirroring).
+_rebuild_owned: List[bool] = [False]
 #: Genres per title, loaded from the catalog once per title.
 _genres: Dict[str, List[str]] = {}
 
@@ -160,7 +157,6 @@ def count_ratings(accepted: Iterable[Tuple[object, object]],
     canonical = canonical or {}
     now = time.time()
     late = 0
-    totals: Dict[str, _Change] = {}
     windows: Dict[Tuple[str, str, float], Tuple[object, _Change]] = {}
     for raw, rating in accepted:
         message = raw.message
@@ -168,13 +164,6 @@ def count_ratings(accepted: Iterable[Tuple[object, object]],
         if source is not None and source != (message.partition, message.offset):
             continue
         movie = rating.movie_id
-        change = totals.get(movie)
-        if change is None:
-            with _counting(raw):  # reads go to the event's partition directly
-                change = totals[movie] = _Change(rating_totals[movie])
-        if change.take(raw):
-            change.value[0] += 1
-            change.value[1] += rating.score
         at = message.timestamp
         if not is_late(at, settings.hopping_window_s, settings.hopping_step_s, now):
             _count_in(windows, rating_counts_panes, settings.hopping_step_s, movie, raw, at)
@@ -182,11 +171,6 @@ def count_ratings(accepted: Iterable[Tuple[object, object]],
             late += 1
         else:
             _count_in(windows, rating_counts_tumbling, settings.tumbling_window_s, movie, raw, at)
-    for movie, change in totals.items():
-        if change.raw is not None:
-            with _counting(change.raw):
-                rating_totals[movie] = change.result()
-            _fresh_totals[movie] = (change.value[0], change.value[1])
     for (_, movie, start), (table, change) in windows.items():
         if change.raw is not None:
             with _counting(change.raw):
@@ -195,6 +179,11 @@ def count_ratings(accepted: Iterable[Tuple[object, object]],
             _fresh_windows.setdefault(redis_keys.window_key(label, start), {})[movie] = \
                 change.value[0]
     return late
+
+
+def note_totals(totals: Mapping[str, Tuple[int, int]]) -> None:
+    """PostgreSQL's exact (votes, score_sum) of titles a batch changed, for the boards."""
+    _fresh_totals.update(totals)
 
 
 def _count_in(windows: Dict, table, size: float, movie: str, raw, at: float) -> None:
@@ -216,12 +205,6 @@ def window_start(now: float, size: float, step: float) -> float:
     (size == step) it is the only one.
     """
     return now - (now % step) - size + step
-
-
-def totals_of(movie: str) -> Tuple[int, int]:
-    """All-time (ratings, sum of scores) of a title."""
-    value = rating_totals[movie]
-    return int(value[0]), int(value[1])
 
 
 def tumbling_count(movie: str) -> int:
@@ -248,9 +231,17 @@ def hopping_count(movie: str, now: float) -> int:
     return sum(pane_counts(movie, now).values())
 
 
-@rating_totals.on_recover
+@rating_counts_tumbling.table.on_recover
 async def _mirror_everything_after_recovery() -> None:
-    _dirty.update(rating_totals.keys())
+    _rebuild_owned[0] = True
+
+
+async def _owned_titles() -> List[str]:
+    """Every rated title whose ratings partition this worker owns."""
+    topic = ratings_topic.get_topic_name()
+    mine = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+    return [movie for movie in await stores.postgres.rated_titles()
+            if app.producer.key_partition(topic, movie.encode()).partition in mine]
 
 
 #: Genres a title had before a catalog edit, to take it off boards it left.
@@ -319,15 +310,19 @@ async def mirror_leaderboards() -> None:
     """
     now = time.time()
     hour_start = window_start(now, settings.hopping_window_s, settings.hopping_step_s)
-    if not (_fresh_totals or _fresh_windows or _dirty) and _hour_built[0] == hour_start:
+    if (not (_fresh_totals or _fresh_windows or _dirty or _rebuild_owned[0])
+            and _hour_built[0] == hour_start):
         return
     totals, windows, rebuilt = dict(_fresh_totals), dict(_fresh_windows), sorted(_dirty)
+    rebuild_owned, _rebuild_owned[0] = _rebuild_owned[0], False
     _fresh_totals.clear()
     _fresh_windows.clear()
     _dirty.clear()
     try:
-        for movie in rebuilt:
-            totals[movie] = totals_of(movie)
+        if rebuild_owned:
+            rebuilt = sorted(set(rebuilt).union(await _owned_titles()))
+        if rebuilt:
+            totals.update(await stores.postgres.title_totals(rebuilt))
         for key, members in window_scores(rebuilt, now).items():
             windows[key] = {**members, **windows.get(key, {})}
         genres = await _genres_of(sorted(totals))
@@ -356,4 +351,5 @@ async def mirror_leaderboards() -> None:
             for movie, value in members.items():
                 _fresh_windows.setdefault(key, {}).setdefault(movie, value)
         _dirty.update(rebuilt)
+        _rebuild_owned[0] = _rebuild_owned[0] or rebuild_owned
         log.warning("leaderboard mirror deferred: %s: %s", type(exc).__name__, exc)

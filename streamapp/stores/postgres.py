@@ -120,6 +120,21 @@ class PostgresStore:
                     {e.event_id: first.get(e.event_id) for e in events})
 
 
+    async def title_totals(self, movie_ids: Sequence[str]) -> Dict[str, Tuple[int, int]]:
+        """Exact all-time (votes, score_sum) of these titles; (0, 0) if never rated."""
+        pool = await self.pool()
+        rows = await pool.fetch("SELECT movie_id, votes, score_sum FROM title_rating_totals"
+                                " WHERE movie_id = ANY($1::text[])", list(movie_ids))
+        found = {r["movie_id"]: (r["votes"], r["score_sum"]) for r in rows}
+        return {movie: found.get(movie, (0, 0)) for movie in movie_ids}
+
+    async def rated_titles(self) -> List[str]:
+        """Every title with at least one rating."""
+        pool = await self.pool()
+        return [r["movie_id"] for r in await pool.fetch(
+            "SELECT movie_id FROM title_rating_totals WHERE votes > 0 ORDER BY movie_id")]
+
+
 async def migrate(conn: asyncpg.Connection) -> List[str]:
     """Apply the SQL files in ``migrations/`` that this database has not seen."""
     applied: List[str] = []

@@ -43,7 +43,7 @@ import orjson
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 
-from tables.ratings import (HOPPING, TUMBLING, hopping_count, totals_of, tumbling_count,
+from tables.ratings import (HOPPING, TUMBLING, hopping_count, tumbling_count,
                             window_start)
 
 from .. import metrics
@@ -286,9 +286,9 @@ class ApiView(View):
 # with a bare 404) so that every malformed id gets the same JSON 400.
 @app.page("/api/titles/{movie_id:[^/]+}/", name="api-title")
 class TitleView(ApiView):
-    """One title: catalog document, live counts, leaderboard ranks.
+    """One title: catalog document, all-time totals, window counts, ranks.
 
-    The counts live in tables partitioned like the ratings topic, and a
+    The window counts live in tables partitioned like the ratings topic, and a
     worker holds only the partitions it was assigned.  ``handle`` validates
     the id, then calls ``routed``, which Faust's router wraps: it finds the
     partition of the key, looks up which worker the partition assignor gave
@@ -297,7 +297,7 @@ class TitleView(ApiView):
     While partitions are being reassigned the assignor may not know the
     owner: Faust then answers 503.
 
-    Why ``topic_route(ratings_topic)`` rather than ``table_route(rating_totals)``:
+    Why ``topic_route(ratings_topic)`` rather than ``table_route(rating_counts_panes)``:
     a table update goes to the changelog partition of the event being
     processed, i.e. the ratings topic's partition of the title, which Kafka
     picks by hashing the raw key bytes (``m00000``).  ``table_route`` instead
@@ -322,7 +322,8 @@ class TitleView(ApiView):
     async def routed(self, request: Request, movie_id: str) -> Response:
         now = time.time()
         doc = await from_store("redis", stores.redis.cached_title(movie_id, load_title))
-        votes, score_sum = totals_of(movie_id)
+        totals = await from_store("postgres", stores.postgres.title_totals([movie_id]))
+        votes, score_sum = totals[movie_id]
         if doc is None and not votes:
             raise NotFound(f"no title {movie_id}")
         t_key, t_start = window_board_key(TUMBLING, now)
