@@ -1,6 +1,7 @@
 """The whole pipeline on the real stack: the simulator's stream lands in every
 store exactly as its summary says, a replay changes nothing, and the audit
 index holds every event without raw PII."""
+import asyncio
 import json
 import os
 
@@ -69,6 +70,25 @@ async def test_leaderboards_are_mirrored_from_the_tables(produced, stores):
     assert top[0][1] == votes
     best = await stores.redis.top(rk.BEST_RATED, 5)
     assert best and all(1 <= score <= 10 for _, score in best)
+
+
+async def test_a_restarted_worker_rebuilds_the_leaderboards(produced, worker, stores):
+    """Boards are mirrored a moment after counting, so a worker that dies in
+    between leaves them behind; every start rebuilds the boards of the
+    worker's titles from PostgreSQL's totals and the window tables."""
+    from streamapp.stores import redis as rk
+
+    pool = await stores.postgres.pool()
+    expected = {r["movie_id"]: r["votes"] for r in await pool.fetch(
+        "SELECT movie_id, votes FROM title_rating_totals WHERE votes > 0")}
+    worker.stop()
+    await stores.redis.client.delete(rk.RATED_ALL)
+    worker.start()
+    await asyncio.to_thread(worker.wait_ready)
+
+    async def rebuilt():
+        return {m: int(s) for m, s in await stores.redis.top(rk.RATED_ALL, 100_000)} == expected
+    assert await wait_until(rebuilt, timeout=30, interval=0.5)
 
 
 async def test_audit_holds_every_event_and_no_raw_pii(produced, stores):
