@@ -4,13 +4,13 @@ from streamapp.config import settings
 from streamapp.pipeline import handle_batch, stop_before_commit
 from streamapp.stores import stores
 from streamapp.topics import catalog_topic
-from tables.ratings import forget_genres
+from tables.ratings import learn_genres
 
 
 async def _forget_cached(events):
-    movie_ids = {e.movie_id for e in events}
-    forget_genres(movie_ids)
-    await stores.redis.forget_titles(movie_ids)
+    """Drop cached title documents; tell the leaderboards the titles' genres."""
+    learn_genres({e.movie_id: e.genres for e in events if e.TYPE == "title.upserted"})
+    await stores.redis.forget_titles({e.movie_id for e in events})
 
 
 @app.agent(catalog_topic)

@@ -244,17 +244,24 @@ async def _owned_titles() -> List[str]:
             if app.producer.key_partition(topic, movie.encode()).partition in mine]
 
 
-#: Genres a title had before a catalog edit, to take it off boards it left.
-_former_genres: Dict[str, List[str]] = {}
+#: Genres a title had before catalog edits since the last mirror, to take it
+#: off the boards of genres it left.
+_former_genres: Dict[str, Set[str]] = {}
 
 
-def forget_genres(movie_ids: Iterable[str]) -> None:
-    """A catalog edit may change a title's genres: load them again, re-mirror."""
-    for movie in movie_ids:
-        former = _genres.pop(movie, None)
-        if former is not None:
-            if former:
-                _former_genres[movie] = former
+def learn_genres(genres: Mapping[str, List[str]]) -> None:
+    """Titles' genres as a catalog batch just wrote them to MongoDB.
+
+    The catalog agent owns the same partitions as this worker's ratings
+    (both topics are keyed by ``movie_id``), so it tells the mirror directly
+    instead of the mirror asking MongoDB again.  A title whose genres changed
+    is re-mirrored: onto its new genre boards, off the ones it left.
+    """
+    for movie, now in genres.items():
+        former = _genres.get(movie)
+        _genres[movie] = list(now)
+        if former is not None and set(former) != set(now):
+            _former_genres.setdefault(movie, set()).update(former)
             _dirty.add(movie)
 
 
@@ -263,9 +270,10 @@ async def _genres_of(movie_ids: List[str]) -> Dict[str, List[str]]:
     if missing:
         found = await stores.mongo.genres_of(missing)
         for m in missing:
-            # A title not in the catalog yet has none; its catalog event calls
-            # ``forget_genres`` (same partition, same worker), which asks again.
-            _genres[m] = found.get(m, [])
+            # A title not in the catalog yet has none; its catalog event
+            # brings them (``learn_genres``), and wins over this answer if
+            # it came while we were asking.
+            _genres.setdefault(m, found.get(m, []))
     return {m: _genres[m] for m in movie_ids}
 
 
@@ -302,6 +310,10 @@ _hour_built: List[float] = [0.0]
 
 @app.timer(interval=settings.mirror_interval_s)
 async def mirror_leaderboards() -> None:
+    await mirror_boards()
+
+
+async def mirror_boards() -> None:
     """Copy changed counts into Redis sorted sets (absolute, idempotent ZADDs).
 
     Totals and window counts come as ``count_ratings`` left them; the hopping
@@ -332,7 +344,7 @@ async def mirror_leaderboards() -> None:
         expire = {key: settings.window_expires_s for key in windows}
         left: Dict[str, List[str]] = {}
         for movie in rebuilt:
-            for genre in set(_former_genres.get(movie, [])) - set(genres.get(movie, [])):
+            for genre in _former_genres.get(movie, set()) - set(genres.get(movie, [])):
                 left.setdefault(redis_keys.genre_key(genre), []).append(movie)
         hour_key = redis_keys.window_key(HOPPING, hour_start)
         pane_keys = [redis_keys.window_key(PANE, start) for start in _pane_starts(now)]

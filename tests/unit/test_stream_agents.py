@@ -134,6 +134,45 @@ async def test_catalog_upsert_lands_in_mongodb_and_refreshes_the_cache(app):
         assert await wait_until(renamed_in_cache, timeout=20, interval=0.3)
 
 
+async def test_a_title_moves_between_genre_boards_when_its_genres_change(app):
+    from agents.catalog import catalog
+    from agents.ratings import ratings
+    from tables.ratings import mirror_boards
+
+    movie = f"mu-genre-{uuid.uuid4().hex[:6]}"
+
+    async def catalogued(title):
+        async with catalog.test_context() as agent:
+            await agent.put(encode(title), key=key_of(title), wait=False)
+
+            async def landed():
+                doc = (await stores.mongo.titles([movie])).get(movie)
+                return doc and doc["genres"] == title.genres
+            assert await wait_until(landed, timeout=20, interval=0.2)
+            await asyncio.sleep(0.3)  # the cache and genre step after MongoDB
+
+    await catalogued(_title(movie))  # drama
+    rating = r.RatingSubmitted(event_id=_eid(), occurred_at=_now(), user_id="ug1",
+                               movie_id=movie, score=9)
+    async with ratings.test_context() as agent:
+        await agent.put(encode(rating), key=key_of(rating),
+                        timestamp=rating.occurred_at.timestamp(), wait=False)
+
+        async def stored():
+            return (await stores.postgres.title_totals([movie]))[movie] == (1, 9)
+        assert await wait_until(stored, timeout=20, interval=0.2)
+        await asyncio.sleep(0.3)
+    await mirror_boards()  # the worker runs it on a timer
+    assert await stores.redis.client.zscore(rk.genre_key("drama"), movie) == 1
+
+    moved = _title(movie)
+    moved.genres = ["comedy"]
+    await catalogued(moved)
+    await mirror_boards()
+    assert await stores.redis.client.zscore(rk.genre_key("comedy"), movie) == 1
+    assert await stores.redis.client.zscore(rk.genre_key("drama"), movie) is None
+
+
 async def test_bad_input_goes_to_the_dead_letter_topic_with_its_reason(app):
     from agents.ratings import ratings
 
