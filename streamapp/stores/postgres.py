@@ -199,6 +199,24 @@ async def _infer_users(conn, user_ids: set, events: Sequence[Event]) -> None:
            ON CONFLICT (user_id) DO NOTHING""", sorted(user_ids), now)
 
 
+def _merged_user_updates(events: Iterable[Event]) -> List[tuple]:
+    """One (user_id, display_name, country, email, at) per user.
+
+    A profile update sets the fields it carries and leaves the others; in
+    stream order, each field ends with the last value given for it.  Merging
+    a batch's updates per user that way gives what applying them one by one
+    would, in one statement.
+    """
+    merged: Dict[str, list] = {}
+    for e in events:
+        row = merged.setdefault(e.user_id, [e.user_id, None, None, None, e.occurred_at])
+        for i, value in enumerate((e.display_name, e.country, e.email), start=1):
+            if value is not None:
+                row[i] = value
+        row[4] = max(row[4], e.occurred_at)
+    return [tuple(row) for row in merged.values()]
+
+
 async def _apply_accounts(conn: asyncpg.Connection, events: List[Event]) -> None:
     """Apply fresh account events in causal order, one statement per kind."""
     by_type: Dict[str, List[Event]] = defaultdict(list)
@@ -225,14 +243,17 @@ async def _apply_accounts(conn: asyncpg.Connection, events: List[Event]) -> None
 
     await _infer_users(conn, {e.user_id for e in events if e.TYPE != "user.registered"}, events)
 
-    for e in by_type["user.updated"]:  # rare; applied one by one to keep field merges simple
+    updates = _merged_user_updates(by_type["user.updated"])
+    if updates:
         await conn.execute(
-            """UPDATE users SET display_name = COALESCE($2, display_name),
-                                country = COALESCE($3, country),
-                                email = COALESCE($4, email),
-                                updated_at = GREATEST(updated_at, $5)
-               WHERE user_id = $1""",
-            e.user_id, e.display_name, e.country, e.email, e.occurred_at)
+            """UPDATE users u SET display_name = COALESCE(r.display_name, u.display_name),
+                                  country = COALESCE(r.country, u.country),
+                                  email = COALESCE(r.email, u.email),
+                                  updated_at = GREATEST(u.updated_at, r.at)
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+                   AS r(user_id, display_name, country, email, at)
+               WHERE u.user_id = r.user_id""",
+            *[[row[i] for row in updates] for i in range(5)])
 
     subs_referenced = [e for t in ("subscription.changed", "subscription.cancelled",
                                    "payment.processed", "payment.failed")

@@ -43,6 +43,33 @@ async def test_registration_then_payment_lands_in_postgres(app):
     assert await _count("SELECT count(*) FROM applied_events WHERE subject_id = 'ua1'") == 3
 
 
+async def test_profile_updates_keep_the_last_value_of_each_field(app):
+    """Updates carry only the fields they change; several in one batch are
+    merged per user in stream order."""
+    from agents.accounts import accounts
+    from streamapp.stores.postgres import _merged_user_updates
+
+    later = NOW.replace(hour=1)
+    signup = r.UserRegistered(event_id=_id(31), occurred_at=NOW, user_id="ud1",
+                              email="cy@example.com", display_name="Cy", country="BR",
+                              birth_year=1991)
+    renamed = r.UserUpdated(event_id=_id(32), occurred_at=later, user_id="ud1",
+                            display_name="Cy B", country="AR")
+    moved = r.UserUpdated(event_id=_id(33), occurred_at=later, user_id="ud1", country="PT")
+    assert _merged_user_updates([renamed, moved]) == [("ud1", "Cy B", "PT", None, later)]
+    async with accounts.test_context() as agent:
+        for event in (signup, renamed, moved):
+            await agent.put(encode(event), key=key_of(event), wait=False)
+
+        async def applied():
+            return await _count(
+                "SELECT count(*) FROM applied_events WHERE subject_id = 'ud1'") == 3
+        assert await wait_until(applied, timeout=20, interval=0.2)
+    assert await _count("SELECT count(*) FROM users WHERE user_id = 'ud1' AND display_name ="
+                        " 'Cy B' AND country = 'PT' AND email = 'cy@example.com'"
+                        " AND updated_at = $1", later) == 1
+
+
 async def test_a_payment_before_its_sign_up_is_kept_and_completed_later(app):
     """Early events are not dropped: the user and subscription are inferred,
     then filled in when their own events arrive."""
