@@ -673,7 +673,8 @@ async def run_pipeline(name: str, env: Dict[str, str], summary: dict, budget: Op
                 cpu.worker_pid = worker.proc.pid
             now = time.time()
             c = await probe.counts()
-            timeline.append((now, c["done"]))
+            if durable is None:  # afterwards only the projections are awaited
+                timeline.append((now, c["done"]))
             kinds.append((now, c))
             if ready is None:
                 ready = faust_ready_at(worker.log_path)
@@ -710,6 +711,7 @@ async def run_pipeline(name: str, env: Dict[str, str], summary: dict, budget: Op
                 if not diffs:
                     # The poll saw it within 0.5 s; the last outcome says when exactly.
                     end = min(durable, await last_outcome_at(cfg, started) or durable)
+                    timeline = [p for p in timeline if p[0] < end] + [(end, total)]
                     result = {"events": total, "of": total, "all_durable": True,
                               "tally_equals_summary": True,
                               "tally_equal_after_s": round(now - (ready or started), 1),
