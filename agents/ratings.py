@@ -75,9 +75,6 @@ async def title_aggregates():
 async def resync_title_aggregates():
     """Copy every title's totals from PostgreSQL to MongoDB once at start."""
     async def copy_all():
-        pool = await stores.postgres.pool()
-        rows = await pool.fetch("SELECT movie_id, votes, score_sum FROM title_rating_totals")
-        return await stores.mongo.write_rating_totals(
-            {r["movie_id"]: (r["votes"], r["score_sum"]) for r in rows})
+        return await stores.mongo.write_rating_totals(await stores.postgres.title_totals())
     written = await retrying("mongodb", copy_all)
     log.info("resynced rating aggregates of %d titles", written)

@@ -236,12 +236,12 @@ async def _mirror_everything_after_recovery() -> None:
     _rebuild_owned[0] = True
 
 
-async def _owned_titles() -> List[str]:
-    """Every rated title whose ratings partition this worker owns."""
+async def _owned_totals() -> Dict[str, Tuple[int, int]]:
+    """Totals of every rated title whose ratings partition this worker owns."""
     topic = ratings_topic.get_topic_name()
     mine = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
-    return [movie for movie in await stores.postgres.rated_titles()
-            if app.producer.key_partition(topic, movie.encode()).partition in mine]
+    return {movie: value for movie, value in (await stores.postgres.title_totals()).items()
+            if app.producer.key_partition(topic, movie.encode()).partition in mine}
 
 
 #: Genres a title had before catalog edits since the last mirror, to take it
@@ -331,10 +331,12 @@ async def mirror_boards() -> None:
     _fresh_windows.clear()
     _dirty.clear()
     try:
-        if rebuild_owned:
-            rebuilt = sorted(set(rebuilt).union(await _owned_titles()))
-        if rebuilt:
-            totals.update(await stores.postgres.title_totals(rebuilt))
+        owned = await _owned_totals() if rebuild_owned else {}
+        totals.update(owned)
+        dirty = [movie for movie in rebuilt if movie not in owned]
+        if dirty:
+            totals.update(await stores.postgres.title_totals(dirty))
+        rebuilt = sorted(set(rebuilt).union(owned))
         for key, members in window_scores(rebuilt, now).items():
             windows[key] = {**members, **windows.get(key, {})}
         genres = await _genres_of(sorted(totals))

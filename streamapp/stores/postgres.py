@@ -106,33 +106,33 @@ class PostgresStore:
                        SET votes = t.votes + EXCLUDED.votes,
                            score_sum = t.score_sum + EXCLUDED.score_sum""",
                     list(added), [v[0] for v in added.values()], [v[1] for v in added.values()])
-            movie_ids = sorted({e.movie_id for e in events})
-            rows = await conn.fetch(
-                "SELECT movie_id, votes, score_sum FROM title_rating_totals"
-                " WHERE movie_id = ANY($1::text[])", movie_ids)
+            totals = await _totals(conn, sorted({e.movie_id for e in events}))
             stored = await conn.fetch(
                 "SELECT event_id::text, src_partition, src_offset FROM ratings"
                 " WHERE event_id = ANY($1::uuid[])", [e.event_id for e in events])
             first = {r["event_id"]: (None if r["src_offset"] is None
                                      else (r["src_partition"], r["src_offset"]))
                      for r in stored}
-            return ({r["movie_id"]: (r["votes"], r["score_sum"]) for r in rows},
-                    {e.event_id: first.get(e.event_id) for e in events})
+            return totals, {e.event_id: first.get(e.event_id) for e in events}
 
-
-    async def title_totals(self, movie_ids: Sequence[str]) -> Dict[str, Tuple[int, int]]:
-        """Exact all-time (votes, score_sum) of these titles; (0, 0) if never rated."""
-        pool = await self.pool()
-        rows = await pool.fetch("SELECT movie_id, votes, score_sum FROM title_rating_totals"
-                                " WHERE movie_id = ANY($1::text[])", list(movie_ids))
-        found = {r["movie_id"]: (r["votes"], r["score_sum"]) for r in rows}
+    async def title_totals(self, movie_ids: Optional[Sequence[str]] = None
+                           ) -> Dict[str, Tuple[int, int]]:
+        """Exact all-time (votes, score_sum) of these titles, (0, 0) for one
+        never rated; without ``movie_ids``, of every rated title."""
+        found = await _totals(await self.pool(), movie_ids)
+        if movie_ids is None:
+            return found
         return {movie: found.get(movie, (0, 0)) for movie in movie_ids}
 
-    async def rated_titles(self) -> List[str]:
-        """Every title with at least one rating."""
-        pool = await self.pool()
-        return [r["movie_id"] for r in await pool.fetch(
-            "SELECT movie_id FROM title_rating_totals WHERE votes > 0 ORDER BY movie_id")]
+
+async def _totals(db, movie_ids: Optional[Sequence[str]] = None) -> Dict[str, Tuple[int, int]]:
+    """(votes, score_sum) per title from ``title_rating_totals`` (a pool or a connection)."""
+    query = "SELECT movie_id, votes, score_sum FROM title_rating_totals"
+    if movie_ids is None:
+        rows = await db.fetch(query + " WHERE votes > 0")
+    else:
+        rows = await db.fetch(query + " WHERE movie_id = ANY($1::text[])", list(movie_ids))
+    return {r["movie_id"]: (r["votes"], r["score_sum"]) for r in rows}
 
 
 async def migrate(conn: asyncpg.Connection) -> List[str]:

@@ -836,14 +836,7 @@ class AuditLag:
         await self.admin.close()
 
     async def lag(self) -> int:
-        from aiokafka import TopicPartition
-
-        tps = [TopicPartition(t, p) for t in self.topics
-               for p in (self.consumer.partitions_for_topic(t) or ())]
-        if len(tps) < len(self.topics):
-            await self.consumer._client.force_metadata_update()
-            tps = [TopicPartition(t, p) for t in self.topics
-                   for p in (self.consumer.partitions_for_topic(t) or ())]
+        tps = await topic_partitions(self.consumer, *self.topics)
         ends = await self.consumer.end_offsets(tps)
         committed = await self.admin.list_consumer_group_offsets(f"{self.cfg.app_id}-audit")
         lag = 0
@@ -868,16 +861,29 @@ async def wait_for_audit(env: Dict[str, str], worker: Process, limit: float) -> 
             "audit_caught_up": lag == 0}
 
 
+async def topic_partitions(consumer, *topics: str) -> list:
+    """Every partition of ``topics``, asking the broker again if the consumer's
+    metadata does not know them all yet (topics made since it started)."""
+    from aiokafka import TopicPartition
+
+    def known() -> list:
+        return [TopicPartition(t, p) for t in topics
+                for p in sorted(consumer.partitions_for_topic(t) or ())]
+    tps = known()
+    if len({tp.topic for tp in tps}) < len(set(topics)):
+        await consumer._client.force_metadata_update()
+        tps = known()
+    return tps
+
+
 async def last_outcome_at(cfg, since: float) -> Optional[float]:
     """Kafka timestamp of the newest outcome message sent after ``since``."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
-    topic = cfg.topic("outcomes")
     consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = await topic_partitions(consumer, cfg.topic("outcomes"))
         if not tps:
             return None
         consumer.assign(tps)
@@ -913,17 +919,12 @@ class OutcomeWatcher:
         self._task: Optional[asyncio.Task] = None
 
     async def start(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import AIOKafkaConsumer
 
-        topic = self.cfg.topic("outcomes")
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.cfg.kafka_bootstrap,
                                          enable_auto_commit=False)
         await self.consumer.start()
-        partitions = self.consumer.partitions_for_topic(topic)
-        if not partitions:
-            await self.consumer._client.force_metadata_update()
-            partitions = self.consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await topic_partitions(self.consumer, self.cfg.topic("outcomes"))
         self.consumer.assign(tps)
         ends = await self.consumer.end_offsets(tps)
         for tp in tps:
