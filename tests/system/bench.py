@@ -540,9 +540,12 @@ async def pass_passthrough(env: Dict[str, str], total: int, work: Path) -> dict:
     proc.start()
     sampler = Sampler(proc.proc.pid).start()
     cpu = CpuAccount(proc.proc.pid).start()
+    ready = None
     try:
         while True:
             await asyncio.sleep(0.25)
+            if ready is None and faust_ready_at(proc.log_path) is not None:
+                ready = cpu.start()  # account for the timed part only, not start-up
             timeline = read_progress(progress)
             if timeline and timeline[-1][1] >= total:
                 break
@@ -678,6 +681,8 @@ async def run_pipeline(name: str, env: Dict[str, str], summary: dict, budget: Op
             kinds.append((now, c))
             if ready is None:
                 ready = faust_ready_at(worker.log_path)
+                if ready is not None:
+                    cpu.start()  # account for the timed part only, not start-up
             if first is None and c["done"]:
                 first = await probe.first_durable() or now
             out_of_time = now - started > timeout
@@ -689,6 +694,7 @@ async def run_pipeline(name: str, env: Dict[str, str], summary: dict, budget: Op
                         + sum(rd[t] for t in SESSION_TYPES) + mg["movies"])
                 end = now
                 timeline.append((now, done))
+                usage = cpu.stop()
                 result = {"events": done, "of": total, "all_durable": False,
                           "stopped_after_s": round(now - (ready or started), 1),
                           "stopped_because": "timeout" if out_of_time else "time budget",
@@ -704,6 +710,7 @@ async def run_pipeline(name: str, env: Dict[str, str], summary: dict, budget: Op
                                     and c["sessions"] >= sessions and c["titles"] >= titles):
                 durable = now
                 timeline.append((now, total))
+                usage = cpu.stop()
             if durable is not None:
                 # Every event is in its stores; the projections refreshed on timers
                 # (MongoDB's rating aggregates, leaderboards) must converge too.
@@ -722,7 +729,6 @@ async def run_pipeline(name: str, env: Dict[str, str], summary: dict, budget: Op
                                   " every MIRROR_INTERVAL_S")}
                     break
             await asyncio.sleep(max(0.0, 0.5 - (time.time() - now)))
-        usage = cpu.stop()
         stages = batch_stages(worker.port)
     finally:
         await sampler.stop()
