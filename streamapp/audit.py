@@ -36,7 +36,7 @@ from . import metrics
 from .codec import Rejection, has_card_number, decode
 from .config import Settings, settings
 from .records import Event
-from .stores.audit import AuditStore
+from .stores.audit import AuditBusy, AuditStore
 from .topics import STREAMS
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,8 @@ class AuditTrail:
 
     def __init__(self, cfg: Settings = settings, store: Optional[AuditStore] = None) -> None:
         self.cfg = cfg
-        self.store = store or AuditStore(cfg.elasticsearch_url, cfg.audit_index_prefix)
+        self.store = store or AuditStore(cfg.elasticsearch_url, cfg.audit_index_prefix,
+                                            cfg.audit_refresh_interval)
         self.topics = [s.topic_name for s in STREAMS.values()] + [
             cfg.topic("deadletter"), cfg.topic("outcomes")]
         self.indexed = 0
@@ -210,7 +211,8 @@ class AuditTrail:
                 self.indexed += await self.store.index(docs)
                 metrics.events_stored.labels(store="audit", stream="all").inc(len(docs))
                 return True
-            except (AuditConnectionError, TransportError, OSError, asyncio.TimeoutError) as exc:
+            except (AuditConnectionError, TransportError, AuditBusy, OSError,
+                    asyncio.TimeoutError) as exc:
                 if isinstance(exc, TransportError) and isinstance(exc.status_code, int) \
                         and 400 <= exc.status_code < 500 and exc.status_code != 429:
                     raise

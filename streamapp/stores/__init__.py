@@ -17,7 +17,8 @@ class Stores:
         self.redis = RedisStore(cfg.redis_url, session_ttl_s=cfg.session_ttl_s,
                                 dedupe_ttl_s=cfg.dedupe_ttl_s,
                                 cache_ttl_s=cfg.catalog_cache_ttl_s)
-        self.audit = AuditStore(cfg.elasticsearch_url, cfg.audit_index_prefix)
+        self.audit = AuditStore(cfg.elasticsearch_url, cfg.audit_index_prefix,
+                                cfg.audit_refresh_interval)
 
     async def close(self) -> None:
         for store in (self.postgres, self.mongo, self.redis, self.audit):

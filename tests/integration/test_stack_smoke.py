@@ -65,6 +65,22 @@ async def test_audit_store_round_trip(stores):
     assert await stores.audit.ping()
 
 
+async def test_audit_bulk_skips_refused_documents_and_overwrites_replays(stores):
+    """A document the index refuses (a field the strict mapping does not know)
+    is skipped, not retried forever; indexing the same ids again overwrites."""
+    now = datetime.now(timezone.utc)
+    good = [{"_id": f"bulk-{i}", "doc_kind": "event", "event_id": f"bulk-{i}",
+             "event_type": "bulk", "occurred_at": now, "payload": {"n": i}} for i in range(3)]
+    bad = {"_id": "bulk-bad", "doc_kind": "event", "event_type": "bulk", "occurred_at": now,
+           "not_in_the_mapping": True}
+    assert await stores.audit.index(good + [bad]) == 3
+    assert await stores.audit.index(good) == 3  # a replay
+    await stores.audit.refresh()
+    assert await stores.audit.count(event_type="bulk") == 3
+    hits = (await stores.audit.search(event_type="bulk", size=10))["hits"]
+    assert sorted(h["payload"]["n"] for h in hits) == [0, 1, 2]
+
+
 async def test_a_worker_consumes_a_record_sent_to_a_topic(worker, namespace, stores, cfg):
     from streamapp import records as r
     from streamapp.codec import encode, key_of

@@ -44,3 +44,18 @@ def test_outcome_documents_are_keyed_by_event_store_and_status():
                        "events": [["e1", NOW.isoformat(), "rating.submitted"]]}).encode()
     (doc,) = outcome_docs(body)
     assert doc["_id"] == "e1:postgres:stored"
+
+
+def test_bulk_failures_split_busy_from_refused():
+    from streamapp.stores.audit import failures
+
+    reply = {"errors": True, "items": [
+        {"index": {"status": 201}},
+        {"index": {"status": 429, "error": {"type": "rejected_execution_exception"}}},
+        {"index": {"status": 400, "error": {"type": "strict_dynamic_mapping_exception"}}},
+        {"index": {"status": 503, "error": {"type": "unavailable_shards_exception"}}},
+    ]}
+    busy, refused = failures(reply)
+    assert [r["status"] for r in busy] == [429, 503]
+    assert [r["status"] for r in refused] == [400]
+    assert failures({"errors": False, "items": [{"index": {"status": 201}}]}) == ([], [])
