@@ -297,7 +297,7 @@ class TitleView(ApiView):
     While partitions are being reassigned the assignor may not know the
     owner: Faust then answers 503.
 
-    Why ``topic_route(ratings_topic)`` rather than ``table_route(rating_counts_panes)``:
+    Why ``topic_route(ratings_topic)`` rather than ``table_route(rating_counts)``:
     a table update goes to the changelog partition of the event being
     processed, i.e. the ratings topic's partition of the title, which Kafka
     picks by hashing the raw key bytes (``m00000``).  ``table_route`` instead

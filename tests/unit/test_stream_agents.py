@@ -60,7 +60,7 @@ async def test_ratings_are_stored_once_counted_and_mirrored(app):
 
 async def test_a_late_rating_counts_all_time_but_not_in_a_closed_window(app):
     from agents.ratings import ratings
-    from tables.ratings import rating_counts_tumbling, tumbling_count
+    from tables.ratings import hopping_count, rating_counts, tumbling_count
 
     movie = "mu-late"
     late_at = _now() - timedelta(seconds=settings.tumbling_window_s * 3)
@@ -72,9 +72,12 @@ async def test_a_late_rating_counts_all_time_but_not_in_a_closed_window(app):
             return (await stores.postgres.title_totals([movie]))[movie][0] == 1
         assert await wait_until(stored, timeout=20, interval=0.2)
         await asyncio.sleep(0.5)  # the tables count after the stores
-    (closed_window,) = rating_counts_tumbling.table.window.ranges(late_at.timestamp())
-    assert rating_counts_tumbling[movie][closed_window][0] == 0
-    assert tumbling_count(movie) == 0
+    # Its minute had closed: not counted there; its pane (the hour) was open.
+    (pane,) = rating_counts.table.window.ranges(late_at.timestamp())
+    count, minutes, _ = rating_counts[movie][pane]
+    assert count == 1 and minutes == {}
+    assert tumbling_count(movie, late_at.timestamp()) == 0 and tumbling_count(movie) == 0
+    assert hopping_count(movie, time.time()) == 1
 
 
 async def test_sessions_drive_now_watching_and_replays_do_not_double_count(app):
