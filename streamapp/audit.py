@@ -172,7 +172,7 @@ class AuditTrail:
         self.store = store or AuditStore(cfg.elasticsearch_url, cfg.audit_index_prefix,
                                             cfg.audit_refresh_interval)
         self.topics = [s.topic_name for s in STREAMS.values()] + [
-            cfg.topic("deadletter"), cfg.topic("outcomes")]
+            cfg.output_topic("deadletter"), cfg.output_topic("outcomes")]
         self.indexed = 0
 
     def consumer(self) -> AIOKafkaConsumer:

@@ -50,6 +50,11 @@ class Settings:
     app_id: str = field(default_factory=lambda: _env("STREAMAPP_ID", "streamapp"))
     #: Prefix of every topic we own, so several deployments can share a cluster.
     topic_prefix: str = field(default_factory=lambda: _env("TOPIC_PREFIX", "streamapp"))
+    #: Prefix of the topics S2 writes to (outcomes, dead letters); empty means
+    #: ``TOPIC_PREFIX``.  A second deployment reading the same event topics (a
+    #: replay, a canary, the benchmark's baseline pass) sets its own, so that
+    #: its outcomes and dead letters, and its audit trail, stay apart.
+    output_topic_prefix: str = field(default_factory=lambda: _env("OUTPUT_TOPIC_PREFIX", ""))
     #: Partitions per event topic.  This caps the number of workers that can
     #: share the work (one partition is consumed by one worker), so it is set
     #: above today's worker count: 8 lets us grow to 8 workers without
@@ -172,6 +177,10 @@ class Settings:
     def topic(self, name: str) -> str:
         """Full topic name for one of our streams."""
         return f"{self.topic_prefix}.{name}"
+
+    def output_topic(self, name: str) -> str:
+        """Full name of a topic S2 writes: ``outcomes`` or ``deadletter``."""
+        return f"{self.output_topic_prefix or self.topic_prefix}.{name}"
 
     def with_overrides(self, **changes) -> "Settings":
         """A copy with some settings replaced (tests build apps this way)."""

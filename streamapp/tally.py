@@ -77,5 +77,5 @@ async def tally(stores: Stores, cfg: Settings) -> Dict[str, Dict[str, int]]:
         "postgres": await postgres_counts(stores),
         "mongodb": await mongo_counts(stores),
         "redis": await redis_counts(stores),
-        "deadletter": await topic_size(cfg.topic("deadletter"), cfg.kafka_bootstrap),
+        "deadletter": await topic_size(cfg.output_topic("deadletter"), cfg.kafka_bootstrap),
     }

@@ -50,9 +50,10 @@ TYPES_OF_TOPIC: Dict[str, FrozenSet[str]] = {s.topic_name: s.event_types for s i
 ACCOUNT_STREAMS = ("users", "subscriptions", "payments", "preferences")
 
 
-def _topic(*names: str, **kwargs):
+def _topic(*names: str, output: bool = False, **kwargs):
+    full = settings.output_topic if output else settings.topic
     return app.topic(
-        *(settings.topic(name) for name in names),
+        *(full(name) for name in names),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.topic_partitions,
@@ -73,7 +74,7 @@ catalog_topic = _topic("catalog")
 
 #: Everything that could not be decoded or validated: original bytes in the
 #: value, the reason in headers (``x-reason``, ``x-source-topic`` ...).
-deadletter_topic = _topic("deadletter")
+deadletter_topic = _topic("deadletter", output=True)
 #: What S2 did with each batch (stored / rejected / retried, per store);
 #: consumed by the audit agent (S3) and anyone who wants to react to it.
-outcomes_topic = _topic("outcomes")
+outcomes_topic = _topic("outcomes", output=True)

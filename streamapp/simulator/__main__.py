@@ -53,7 +53,7 @@ async def ensure_topics(bootstrap: str) -> None:
     try:
         existing = set(await admin.list_topics())
         names = [s.topic_name for s in STREAMS.values()] + [
-            settings.topic("deadletter"), settings.topic("outcomes")]
+            settings.output_topic("deadletter"), settings.output_topic("outcomes")]
         missing = [NewTopic(n, settings.topic_partitions, settings.topic_replicas)
                    for n in names if n not in existing]
         if missing:

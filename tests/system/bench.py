@@ -608,7 +608,10 @@ def start_audit(env: Dict[str, str], work: Path, name: str) -> None:
 
 def pipeline_env(base: Dict[str, str], tag: str, name: str, work: Path,
                  **extra: str) -> Dict[str, str]:
+    """A pipeline pass's settings: the shared event topics, and its own app id,
+    output topics (outcomes, dead letters), audit indices and table data."""
     return {**base, "STREAMAPP_ID": f"streamapp-{tag}-{name}",
+            "OUTPUT_TOPIC_PREFIX": f"{tag}.{name}",
             "AUDIT_INDEX_PREFIX": f"{tag}-{name}-audit", "AUDIT_IN_WORKER": "false",
             "STREAMAPP_DATA_DIR": str(work / f"{name}-data"), **extra}
 
@@ -625,7 +628,7 @@ async def deadletter_size(env: Dict[str, str]) -> int:
     from streamapp.tally import topic_size
 
     cfg = settings_for(env)
-    return await topic_size(cfg.topic("deadletter"), cfg.kafka_bootstrap)
+    return await topic_size(cfg.output_topic("deadletter"), cfg.kafka_bootstrap)
 
 
 async def run_pipeline(name: str, env: Dict[str, str], summary: dict, budget: Optional[float],
@@ -636,7 +639,7 @@ async def run_pipeline(name: str, env: Dict[str, str], summary: dict, budget: Op
     from streamapp.tally import mongo_counts, postgres_counts, redis_counts, tally
 
     expect = json.loads(json.dumps(summary))
-    # Dead letters are Kafka records of the shared topic: earlier passes' count too.
+    # Dead letters already in this pass's topic (none unless it is reused) count too.
     expect["expect"]["deadletter"] += await deadletter_size(env)
     started = time.time()
     worker = start_worker(env, work, name, profile)
@@ -824,8 +827,8 @@ class AuditLag:
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
-        self.topics = [cfg.topic(n) for n in STREAM_NAMES] + [cfg.topic("deadletter"),
-                                                              cfg.topic("outcomes")]
+        self.topics = [cfg.topic(n) for n in STREAM_NAMES] + [cfg.output_topic("deadletter"),
+                                                              cfg.output_topic("outcomes")]
 
     async def __aenter__(self) -> "AuditLag":
         from aiokafka import AIOKafkaConsumer
@@ -889,7 +892,7 @@ async def last_outcome_at(cfg, since: float) -> Optional[float]:
     consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = await topic_partitions(consumer, cfg.topic("outcomes"))
+        tps = await topic_partitions(consumer, cfg.output_topic("outcomes"))
         if not tps:
             return None
         consumer.assign(tps)
@@ -930,7 +933,7 @@ class OutcomeWatcher:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.cfg.kafka_bootstrap,
                                          enable_auto_commit=False)
         await self.consumer.start()
-        tps = await topic_partitions(self.consumer, self.cfg.topic("outcomes"))
+        tps = await topic_partitions(self.consumer, self.cfg.output_topic("outcomes"))
         self.consumer.assign(tps)
         ends = await self.consumer.end_offsets(tps)
         for tp in tps:
@@ -1409,9 +1412,9 @@ async def _run(args: argparse.Namespace) -> int:
             "All passes read the same events from the beginning of the same topics; "
             "each has a fresh consumer group / app id, the pipeline passes empty stores.",
             "Passes 3 and 4 run the audit trail (S3) as deployed: its own process "
-            "(python -m streamapp.audit) next to the worker, on the same machine. It reads "
-            "the shared outcomes topic from the beginning, so pass 3's audit also indexes the "
-            "outcome messages that pass 4 wrote (pass 4 runs first); this can only lower pass 3.",
+            "(python -m streamapp.audit) next to the worker, on the same machine. Each pass "
+            "writes its outcomes and dead letters to topics of its own (OUTPUT_TOPIC_PREFIX), "
+            "so each pass's audit indexes its own pass's work only.",
             "Pass 3's rate is a backlog drain. 'sustained' then produces live at that rate "
             "into the same worker and measures the rate events become durable (producers, "
             "Kafka appends and the audit trail all share the machine, batches are smaller); "

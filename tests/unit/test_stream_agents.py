@@ -184,7 +184,7 @@ async def test_bad_input_goes_to_the_dead_letter_topic_with_its_reason(app):
     async with ratings.test_context() as agent:
         await agent.put(raw, key=b"m-bad", wait=False)
         await asyncio.sleep(1.0)
-    consumer = AIOKafkaConsumer(settings.topic("deadletter"), bootstrap_servers=settings.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(settings.output_topic("deadletter"), bootstrap_servers=settings.kafka_bootstrap,
                                 auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     try:
