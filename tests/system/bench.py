@@ -324,13 +324,75 @@ class CpuAccount:
         return out
 
 
+class Pinning:
+    """``--pin-worker``: the process under test on a core of its own.
+
+    In production the worker does not share its machine with Kafka and the
+    stores.  Here it does, and each pass's rate depends on how much of a core
+    the servers leave it.  With pinning, every pass's worker (the ceiling
+    consumer and the pass-through too) runs on the first CPU, and the stack's
+    servers, the audit trail and this benchmark on the others; affinity is
+    restored at the end.  Off by default: the default run is the shared
+    machine, as the targets were set on it.
+    """
+
+    SERVERS = ("java", "ferretdb", "postgres", "redis-server")
+
+    def __init__(self) -> None:
+        cpus = sorted(os.sched_getaffinity(0))
+        self.all = set(cpus)
+        self.mine, self.rest = {cpus[0]}, set(cpus[1:]) or {cpus[0]}
+        self.pids: set = set()
+
+    def _set(self, pid: int, cpus: set) -> None:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            return
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass
+        self.pids.add(pid)
+
+    def stack(self) -> None:
+        """The servers and this process (the producers it starts inherit it)."""
+        for proc in psutil.process_iter(["name"]):
+            if (proc.info.get("name") or "").startswith(self.SERVERS):
+                self._set(proc.pid, self.rest)
+        self._set(os.getpid(), self.rest)
+
+    def worker(self, pid: int) -> None:
+        self._set(pid, self.mine)
+
+    def other(self, pid: int) -> None:
+        self._set(pid, self.rest)
+
+    def restore(self) -> None:
+        for pid in self.pids:
+            self._set(pid, self.all)
+
+
+#: Set by ``--pin-worker``.
+PIN: Optional[Pinning] = None
+
+
 class Process(Worker):
     """``tests.harness.Worker`` with any command line, a shorter stop (the run
-    has a time limit), and SIGINT for the profiled worker."""
+    has a time limit), and SIGINT for the profiled worker.  With
+    ``--pin-worker``, a process under test goes to its own core."""
 
     def __init__(self, env: Dict[str, str], log_path: Path, argv: Sequence[str],
-                 port: int) -> None:
+                 port: int, under_test: bool = True) -> None:
         super().__init__(env, log_path, port, argv)
+        self.under_test = under_test
+
+    def start(self) -> "Process":
+        super().start()
+        if PIN is not None:
+            (PIN.worker if self.under_test else PIN.other)(self.proc.pid)
+        return self
 
     def stop(self, grace: float = 15) -> None:
         super().stop(grace)
@@ -604,7 +666,8 @@ def stop_worker(name: str) -> None:
 def start_audit(env: Dict[str, str], work: Path, name: str) -> None:
     """S3 as deployed: its own process (``python -m streamapp.audit``), own group."""
     RUNNING[f"{name}-audit"] = Process(env, work / f"{name}-audit.log",
-                                       ["-m", "streamapp.audit"], port=free_port()).start()
+                                       ["-m", "streamapp.audit"], port=free_port(),
+                                       under_test=False).start()
 
 
 def pipeline_env(base: Dict[str, str], tag: str, name: str, work: Path,
@@ -1271,7 +1334,11 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    global PIN
     wall_start = time.monotonic()
+    if args.pin_worker:
+        PIN = Pinning()
+        PIN.stack()
     tag = f"bench{uuid.uuid4().hex[:6]}"
     work = Path(tempfile.mkdtemp(prefix="streamapp-bench-"))
     base = bench_env(tag)
@@ -1300,7 +1367,8 @@ async def _run(args: argparse.Namespace) -> int:
                              "processing_guarantee": cfg.processing_guarantee,
                              "topic_partitions": cfg.topic_partitions,
                              "audit_in_worker": cfg.audit_in_worker,
-                             "table_store": cfg.table_store}
+                             "table_store": cfg.table_store,
+                             "worker_pinned_to_own_core": bool(args.pin_worker)}
         total = summary["events"]
 
         async def attempt(name: str, coro) -> Optional[dict]:
@@ -1380,6 +1448,8 @@ async def _run(args: argparse.Namespace) -> int:
     finally:
         for name in list(RUNNING):
             stop_worker(name)
+        if PIN is not None:
+            PIN.restore()
         await drop_namespaces([tag])
 
     passes = results["passes"]
@@ -1439,9 +1509,10 @@ async def _run(args: argparse.Namespace) -> int:
                     f"{name}: the worker exited unexpectedly and was restarted once "
                     f"(see passes.{name}.worker_exits); its time includes the restart.")
     results["wall_s"] = round(time.monotonic() - wall_start, 1)
-    name = "profile" if args.profile else "latest" if args.passes == set(PASSES) else "partial"
-    if name == "latest":
-        draw(results, out / "latest.png")
+    name = ("profile" if args.profile else "partial" if args.passes != set(PASSES)
+            else "pinned" if args.pin_worker else "latest")
+    if name in ("latest", "pinned"):
+        draw(results, out / f"{name}.png")
     for p in passes.values():
         p.pop("_points", None)
     (out / f"{name}.json").write_text(compact_json(results) + "\n")
@@ -1491,6 +1562,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--profile", action="store_true",
                    help="only the pipeline pass, its worker under pyinstrument")
     p.add_argument("--keep", action="store_true", help="keep worker logs")
+    p.add_argument("--pin-worker", action="store_true",
+                   help="run each pass's worker on a core of its own, the stack on the"
+                        " others (as when they are separate machines); results go to"
+                        " pinned.json")
     p.add_argument("--passes", default=",".join(PASSES), type=lambda v: set(v.split(",")),
                    help="comma-separated subset of %(default)s, for experiments; results of a "
                         "subset go to partial.json (pipeline always runs; 'sustained' also "
