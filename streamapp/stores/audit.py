@@ -142,11 +142,12 @@ class AuditStore:
 
         The ``_bulk`` body is written here with orjson, ``BULK_DOCS`` documents
         a request, and the reply is filtered to statuses and errors: the
-        client's bulk helper cost 18 µs of CPU a document, this 8 µs (measured
-        on 46 000 benchmark documents against the local OpenSearch).  A document the store refuses for
-        its content is logged and skipped (retrying would not change it); one
-        it could not take for now (429 or 5xx per item) raises ``AuditBusy``,
-        and the caller retries the whole batch (same ids: no duplicates).
+        client's bulk helper cost 18 µs of CPU a document, this 8 µs (46 000
+        benchmark documents, local OpenSearch).  A document the store refuses
+        for its content is logged and skipped (retrying would not change it);
+        one it could not take for now (429 or 5xx per item) raises
+        ``AuditBusy``, and the caller retries the whole batch (same ids: no
+        duplicates).
         """
         await self.ensure_template()
         docs = list(docs)
