@@ -12,6 +12,7 @@ from pathlib import Path
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
+from . import delivery
 from .config import Settings, settings
 
 
@@ -62,6 +63,8 @@ def create_app(cfg: Settings) -> faust.App:
     else:
         _serve_our_metrics(app)
     app.producer.buffer.max_messages = cfg.producer_buffer_max_messages
+    if cfg.eager_delivery:
+        delivery.install(app)
     return app
 
 

@@ -20,6 +20,7 @@ from typing import List, Tuple
 
 import faust
 
+from streamapp import delivery
 from streamapp.app import broker_options
 from streamapp.config import settings
 from streamapp.topics import STREAMS
@@ -35,6 +36,8 @@ app = faust.App(
     datadir=str(_data_dir),
     web_enabled=False,
 )
+if settings.eager_delivery:  # the same fetch loop as streamapp.app
+    delivery.install(app)
 
 #: (finished at, events) per batch, flushed to the progress file by a timer.
 _done: List[Tuple[float, int]] = []
