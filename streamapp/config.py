@@ -63,8 +63,8 @@ class Settings:
     topic_partitions: int = field(default_factory=lambda: _env_int("TOPIC_PARTITIONS", 8))
     #: Deliver fetched messages to the agents inline instead of through four
     #: tasks each (``streamapp.delivery``).  Off by default: it replaces
-    #: Faust's fetch loop, and one chaos run with it on stalled (see
-    #: ``bench/README.md``) until that is understood.
+    #: Faust's fetch loop, and ``kill9_x3`` chaos runs with it on stalled in
+    #: 2 of 5 (``bench/README.md``) until that is understood.
     eager_delivery: bool = field(default_factory=lambda: _env_bool("EAGER_DELIVERY", False))
     #: Replication factor of our topics; 1 on a single local broker, 3 on a
     #: real cluster.

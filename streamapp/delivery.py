@@ -18,10 +18,10 @@ call changed; other versions keep Faust's loop (``install``).
 
 Opt-in (``EAGER_DELIVERY=true``): in the benchmark the pipeline drained
 about a third more events a second and the pass-through nearly twice as
-many; in one of two chaos runs with it on, a worker restarted for the third
-time received no message at all (Faust's ``messages_received_total`` stayed
-0, so the consumer stalled before any delivery) and the run never finished.
-It stays off until that is explained.
+many.  But the chaos scenario ``kill9_x3`` stalled in 2 runs of 5 with it on
+(0 of 5 without): the worker restarted after the third kill became ready
+and no event ever reached its streams.  It stays off until that is
+explained.
 """
 from __future__ import annotations
 
