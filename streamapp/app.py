@@ -63,8 +63,7 @@ def create_app(cfg: Settings) -> faust.App:
     else:
         _serve_our_metrics(app)
     app.producer.buffer.max_messages = cfg.producer_buffer_max_messages
-    if cfg.eager_delivery:
-        delivery.install(app)
+    delivery.install(app, cfg)
     return app
 
 

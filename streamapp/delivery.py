@@ -34,6 +34,8 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from mode import Service
 
+from .config import Settings
+
 log = logging.getLogger(__name__)
 
 #: The faust-streaming version whose fetch loop ``_drain_messages`` copies.
@@ -152,8 +154,11 @@ class EagerDeliveryConsumer(AIOKafkaConsumer):
             unset_flag(flag_consumer_fetching)
 
 
-def install(app: faust.App) -> bool:
-    """Use ``EagerDeliveryConsumer`` for ``app`` if this is the Faust it copies."""
+def install(app: faust.App, cfg: Settings) -> bool:
+    """Use ``EagerDeliveryConsumer`` for ``app`` if ``EAGER_DELIVERY`` asks for
+    it and this is the Faust whose loop it copies."""
+    if not cfg.eager_delivery:
+        return False
     if faust.__version__ != FAUST_VERSION:
         log.warning("faust-streaming %s, not %s: keeping Faust's own fetch loop",
                     faust.__version__, FAUST_VERSION)

@@ -36,8 +36,7 @@ app = faust.App(
     datadir=str(_data_dir),
     web_enabled=False,
 )
-if settings.eager_delivery:  # the same fetch loop as streamapp.app
-    delivery.install(app)
+delivery.install(app, settings)  # the same fetch loop as streamapp.app
 
 #: (finished at, events) per batch, flushed to the progress file by a timer.
 _done: List[Tuple[float, int]] = []

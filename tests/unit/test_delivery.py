@@ -85,12 +85,15 @@ async def test_a_bare_yield_gives_the_loop_a_turn():
     assert await finish(coro, _start(coro)) == "done"
 
 
-def test_install_gives_the_app_the_eager_consumer():
+def test_install_gives_the_app_the_eager_consumer_only_when_asked():
     from streamapp.app import app
+    from streamapp.config import settings
 
     before = app.transport.Consumer
     try:
-        assert install(app)
+        assert not install(app, settings.with_overrides(eager_delivery=False))
+        assert app.transport.Consumer is before
+        assert install(app, settings.with_overrides(eager_delivery=True))
         assert app.transport.Consumer is EagerDeliveryConsumer
     finally:
         app.transport.Consumer = before
