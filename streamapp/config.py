@@ -61,17 +61,12 @@ class Settings:
     #: re-keying.  Tables' changelog topics get the same count (Faust requires
     #: co-partitioning of a table with the stream that updates it).
     topic_partitions: int = field(default_factory=lambda: _env_int("TOPIC_PARTITIONS", 8))
-    #: Deliver fetched messages to the agents inline instead of through four
-    #: tasks each (``streamapp.delivery``).  Off by default: it replaces
-    #: Faust's fetch loop, and ``kill9_x3`` chaos runs with it on stalled in
-    #: 2 of 11 (``bench/README.md``) until that is understood.
-    eager_delivery: bool = field(default_factory=lambda: _env_bool("EAGER_DELIVERY", False))
     #: Replication factor of our topics; 1 on a single local broker, 3 on a
     #: real cluster.
     topic_replicas: int = field(default_factory=lambda: _env_int("TOPIC_REPLICAS", 1))
     #: RocksDB memory per table partition: the write buffer (memtable) size and
     #: the block cache.  A memtable grows with every write until it is full,
-    #: and there is one per partition of every table (16 by default): with RocksDB's
+    #: and there is one per partition of every table (8 by default): with RocksDB's
     #: 64 MB default the worker's memory grew for hours (about 2.7 MB a
     #: minute at 500 events/s).  Our tables hold a few thousand small values,
     #: so a small buffer fills within minutes and flushes cheaply.
@@ -106,6 +101,11 @@ class Settings:
     #: ``/metrics`` always serves our counters (per batch), and Faust's own
     #: stats stay on ``/`` and ``/assignment/``.
     prometheus_sensor: bool = field(default_factory=lambda: _env_bool("PROMETHEUS_SENSOR", False))
+    #: Deliver fetched messages to the agents inline instead of through four
+    #: tasks each (``streamapp.delivery``).  Off by default: it replaces
+    #: Faust's fetch loop, and ``kill9_x3`` chaos runs with it on stalled in
+    #: 2 of 11 (``bench/README.md``) until that is understood.
+    eager_delivery: bool = field(default_factory=lambda: _env_bool("EAGER_DELIVERY", False))
 
     # --- batching and retries --------------------------------------------
     #: Sinks write at most this many events per round trip ...
