@@ -603,12 +603,13 @@ async def pass_passthrough(env: Dict[str, str], total: int, work: Path) -> dict:
     proc.start()
     sampler = Sampler(proc.proc.pid).start()
     cpu = CpuAccount(proc.proc.pid).start()
-    ready = None
+    timing = False
     try:
         while True:
             await asyncio.sleep(0.25)
-            if ready is None and faust_ready_at(proc.log_path) is not None:
-                ready = cpu.start()  # account for the timed part only, not start-up
+            if not timing and faust_ready_at(proc.log_path) is not None:
+                cpu.start()  # account for the timed part only, not start-up
+                timing = True
             timeline = read_progress(progress)
             if timeline and timeline[-1][1] >= total:
                 break
