@@ -1512,17 +1512,21 @@ async def _run(args: argparse.Namespace) -> int:
     results["wall_s"] = round(time.monotonic() - wall_start, 1)
     name = ("profile" if args.profile else "partial" if args.passes != set(PASSES)
             else "pinned" if args.pin_worker else "latest")
-    if name in ("latest", "pinned"):
+    drawn = name in ("latest", "pinned")
+    if drawn:
         draw(results, out / f"{name}.png")
     for p in passes.values():
         p.pop("_points", None)
     (out / f"{name}.json").write_text(compact_json(results) + "\n")
-    _say(f"wrote {out / (name + '.json')}" + ("" if args.profile else f" and {out / 'latest.png'}"))
+    _say(f"wrote {out / (name + '.json')}" + (f" and {out / (name + '.png')}" if drawn else ""))
     for key in ("ratio_vs_ceiling", "ratio_vs_passthrough", "ratio_vs_per_event"):
-        if key in results:
+        if results.get(key) is not None:
             _say(f"{key} = {results[key]}")
     for target, verdict in (results.get("targets") or {}).items():
-        _say(f"target {target}: {verdict['value']} -> {'met' if verdict['met'] else 'MISSED'}")
+        if verdict["value"] is None:
+            _say(f"target {target}: not measured in this run")
+        else:
+            _say(f"target {target}: {verdict['value']} -> {'met' if verdict['met'] else 'MISSED'}")
     _say(f"wall time {results['wall_s']} s")
     if failed or args.keep:
         _say(f"logs kept in {work}")
