@@ -59,3 +59,17 @@ def test_bulk_failures_split_busy_from_refused():
     assert [r["status"] for r in busy] == [429, 503]
     assert [r["status"] for r in refused] == [400]
     assert failures({"errors": False, "items": [{"index": {"status": 201}}]}) == ([], [])
+
+
+def test_the_bulk_body_is_one_action_and_one_source_line_per_document():
+    from streamapp.stores.audit import AuditStore
+
+    docs = [{"_id": f"e{i}:redis:stored", "doc_kind": "outcome", "occurred_at": NOW,
+             "detail": "line one\nline two"} for i in range(3)]
+    body = AuditStore("http://unused", "audit")._bulk_body(docs)
+    assert body.endswith(b"\n")
+    lines = [json.loads(line) for line in body.splitlines()]
+    assert lines[0::2] == [{"index": {"_index": "audit-2026.01.01", "_id": f"e{i}:redis:stored"}}
+                           for i in range(3)]
+    assert lines[1] == {"doc_kind": "outcome", "occurred_at": "2026-01-01T00:00:00+00:00",
+                        "detail": "line one\nline two"}
