@@ -180,6 +180,8 @@ class AuditTrail:
             *self.topics, bootstrap_servers=self.cfg.kafka_bootstrap,
             group_id=f"{self.cfg.app_id}-audit", enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=2000,
+            fetch_min_bytes=self.cfg.audit_fetch_min_bytes,
+            fetch_max_wait_ms=self.cfg.audit_fetch_max_wait_ms,
             # While the audit store is down we stop polling; stay in the group.
             max_poll_interval_ms=30 * 60 * 1000,
             metadata_max_age_ms=5000)

@@ -174,6 +174,15 @@ class Settings:
     #: Audit searches can wait 5 s; tests refresh explicitly.
     audit_refresh_interval: str = field(default_factory=lambda: _env(
         "AUDIT_REFRESH_INTERVAL", "5s"))
+    #: S3's fetches: the broker holds each one until this much data is there
+    #: or the wait is over.  Without it a live stream reaches S3 a trickle at a
+    #: time, and every trickle costs a bulk request (and a translog sync in the
+    #: store) and an offset commit.  Audit documents are searchable after the
+    #: refresh interval anyway.
+    audit_fetch_min_bytes: int = field(default_factory=lambda: _env_int(
+        "AUDIT_FETCH_MIN_BYTES", 256 * 1024))
+    audit_fetch_max_wait_ms: int = field(default_factory=lambda: _env_int(
+        "AUDIT_FETCH_MAX_WAIT_MS", 250))
     #: Key used to hash PII (e-mails) in audit documents.  Set it in the
     #: environment in production; without it a per-deployment constant from
     #: the app id is used, which still never stores the raw value.
