@@ -62,8 +62,14 @@ def create_app(cfg: Settings) -> faust.App:
         setup_prometheus_sensors(app, name_prefix="faust")
     else:
         _serve_our_metrics(app)
-    app.producer.buffer.max_messages = cfg.producer_buffer_max_messages
     delivery.install(app, cfg)
+
+    @app.on_worker_init.connect
+    def _size_producer_buffer(sender: faust.App, **_: object) -> None:
+        # Not at import: the producer would be bound to the event loop of the
+        # moment, and a test session's loop is another one.
+        sender.producer.buffer.max_messages = cfg.producer_buffer_max_messages
+
     return app
 
 
