@@ -1479,20 +1479,22 @@ async def _run(args: argparse.Namespace) -> int:
     def r(name: str) -> Optional[float]:
         return (passes.get(name) or {}).get("events_per_s")
 
-    def rounds(name: str) -> List[Optional[float]]:
-        """Rates of a pass's rounds, in the order they ran (the last is ``name``)."""
+    def round_names(name: str) -> List[str]:
+        """A pass's rounds in the order they ran: ``<name>_1``, ... and ``name`` last."""
         earlier = sorted((k for k in passes if k.startswith(f"{name}_") and k[-1].isdigit()),
                          key=lambda k: int(k.rsplit("_", 1)[1]))
-        return [r(k) for k in earlier] + [r(name)]
+        return earlier + [name]
 
-    def median_of(name: str) -> Optional[float]:
-        rates = rounds(name)
+    def rounds(name: str) -> List[Optional[float]]:
+        return [r(k) for k in round_names(name)]
+
+    def median_of(rates: List[Optional[float]]) -> Optional[float]:
         return None if None in rates else round(statistics.median(rates), 1)
 
     def worker_us_per_event(name: str) -> List[Optional[float]]:
         """Worker CPU an event in each round of a pass (Ready to last event)."""
         out = []
-        for key in [k for k in passes if k.startswith(f"{name}_") and k[-1].isdigit()] + [name]:
+        for key in round_names(name):
             p = passes.get(key) or {}
             cores = (p.get("cpu_cores_by_process") or {}).get("worker")
             out.append(round(cores * p["seconds"] / p["events"] * 1e6)
@@ -1500,16 +1502,16 @@ async def _run(args: argparse.Namespace) -> int:
         return out
 
     if not args.profile:
-        pipeline_rate = median_of("pipeline")
-        results["ratio_vs_ceiling"] = ratio(pipeline_rate, r("ceiling"))
-        results["ratio_vs_passthrough"] = ratio(pipeline_rate, median_of("passthrough"))
-        results["ratio_vs_per_event"] = ratio(pipeline_rate, r("per_event"))
         pt_rounds, pipe_rounds = rounds("passthrough"), rounds("pipeline")
+        pipeline_rate, passthrough_rate = median_of(pipe_rounds), median_of(pt_rounds)
+        results["ratio_vs_ceiling"] = ratio(pipeline_rate, r("ceiling"))
+        results["ratio_vs_passthrough"] = ratio(pipeline_rate, passthrough_rate)
+        results["ratio_vs_per_event"] = ratio(pipeline_rate, r("per_event"))
         if len(pt_rounds) > 1 and len(pt_rounds) == len(pipe_rounds):
             results["rounds"] = {
                 "passthrough_events_per_s": pt_rounds,
                 "pipeline_events_per_s": pipe_rounds,
-                "median_passthrough_events_per_s": median_of("passthrough"),
+                "median_passthrough_events_per_s": passthrough_rate,
                 "median_pipeline_events_per_s": pipeline_rate,
                 "ratio_vs_passthrough_per_round": [ratio(a, b)
                                                    for a, b in zip(pipe_rounds, pt_rounds)],
