@@ -104,7 +104,7 @@ class Settings:
     #: Deliver fetched messages to the agents inline instead of through four
     #: tasks each (``streamapp.delivery``).  Off by default: it replaces
     #: Faust's fetch loop, and ``kill9_x3`` chaos runs with it on stalled in
-    #: 2 of 11 (``bench/README.md``) until that is understood.
+    #: 3 of 16 (``bench/README.md``) until that is understood.
     eager_delivery: bool = field(default_factory=lambda: _env_bool("EAGER_DELIVERY", False))
 
     # --- batching and retries --------------------------------------------

@@ -18,7 +18,7 @@ call changed; other versions keep Faust's loop (``install``).
 
 Opt-in (``EAGER_DELIVERY=true``): in the benchmark the pipeline drained
 about a third more events a second and the pass-through nearly twice as
-many.  But the chaos scenario ``kill9_x3`` stalled in 2 runs of 11 with it
+many.  But the chaos scenario ``kill9_x3`` stalled in 3 runs of 16 with it
 on (0 of 5 without): the worker restarted after the third kill became ready
 and no event ever reached its streams.  It stays off until that is
 explained.
