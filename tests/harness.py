@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -36,13 +37,16 @@ def isolated_env(tag: Optional[str] = None, database: str = "streamapp_test",
     tag = tag or f"t{uuid.uuid4().hex[:8]}"
     CREATED.append(tag)
     base_dsn = os.environ.get("POSTGRES_DSN", "postgresql://streamapp@127.0.0.1:5432/streamapp")
-    mongo = os.environ.get("TEST_MONGODB_URL", "mongodb://127.0.0.1:27017/streamapp_test")
+    mongo = (os.environ.get("TEST_MONGODB_URL") or os.environ.get("MONGODB_URL")
+             or "mongodb://127.0.0.1:27017/streamapp_test")
+    redis = urllib.parse.urlsplit(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+    redis_base = f"{redis.scheme}://{redis.netloc}"
     return {
         "STREAMAPP_ID": f"streamapp-{tag}",
         "TOPIC_PREFIX": tag,
         "POSTGRES_DSN": base_dsn.rsplit("/", 1)[0] + "/" + database,
         "MONGODB_URL": mongo.rsplit("/", 1)[0] + "/" + database,
-        "REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
+        "REDIS_URL": f"{redis_base}/{redis_db}",
         "AUDIT_INDEX_PREFIX": f"{tag}-audit",
         "STREAMAPP_DATA_DIR": str(ROOT / ".stack" / "data" / "test-workers" / tag),
         "TOPIC_PARTITIONS": "4",
