@@ -236,3 +236,10 @@ def expected_vs_tally(summary: dict, tally: dict) -> List[str]:
     if tally["deadletter"] != expect["deadletter"]:
         diffs.append(f"deadletter: expected {expect['deadletter']}, found {tally['deadletter']}")
     return diffs
+
+
+def api_headers() -> Dict[str, str]:
+    """Headers a test client sends to the read API: the first configured
+    bearer token (``API_TOKENS``), when there is one."""
+    tokens = [t.strip() for t in os.environ.get("API_TOKENS", "").split(",") if t.strip()]
+    return {"Authorization": f"Bearer {tokens[0]}"} if tokens else {}
