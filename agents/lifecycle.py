@@ -5,6 +5,7 @@ import logging
 import mode
 
 from streamapp.app import app
+from streamapp.deployment import HEARTBEAT_S, deployment
 from streamapp.stores import stores
 
 log = logging.getLogger(__name__)
@@ -39,4 +40,25 @@ class StoreClients(mode.Service):
                             store.name, type(result).__name__, result)
 
     async def on_stop(self) -> None:
+        try:
+            await asyncio.wait_for(deployment.leave(_url()), WARM_UP_S)
+        except Exception as exc:  # stale entries age out anyway
+            log.info("could not remove this worker's heartbeat: %s", exc)
+        await deployment.close()
         await stores.close()
+
+
+def _url() -> str:
+    return str(app.conf.canonical_url)
+
+
+@app.timer(interval=HEARTBEAT_S)
+async def heartbeat() -> None:
+    """Tell the other workers' views that this one is alive, and what it owns."""
+    assigned: dict = {}
+    for tp in sorted(app.assignor.assigned_actives()):
+        assigned.setdefault(tp.topic, []).append(tp.partition)
+    try:
+        await deployment.beat(_url(), assigned)
+    except Exception as exc:  # Redis down: the views show this worker as gone
+        log.warning("heartbeat not written: %s: %s", type(exc).__name__, exc)

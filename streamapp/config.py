@@ -42,6 +42,18 @@ class Settings:
     #: MongoDB URL; the path names the database.
     mongodb_url: str = field(default_factory=lambda: _env("MONGODB_URL", "mongodb://127.0.0.1:27017/streamapp"))
     redis_url: str = field(default_factory=lambda: _env("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    #: Talk to a Redis Cluster (``REDIS_URL`` names any one node; the client
+    #: discovers the rest).  Keys are laid out for a cluster either way (see
+    #: ``streamapp.stores.redis``), so switching needs no migration of code.
+    redis_cluster: bool = field(default_factory=lambda: _env_bool("REDIS_CLUSTER", False))
+    #: Prefix of every Redis key, so several deployments (or test runs) can
+    #: share one Redis; a Redis Cluster has only database 0.
+    redis_key_prefix: str = field(default_factory=lambda: _env("REDIS_KEY_PREFIX", "sa:"))
+    #: Counter shards: dedupe claims, event counts and sessions are spread
+    #: over this many hash slots.  It caps how many cluster masters share that
+    #: load; each batch costs one script call per shard it touches.  Changing
+    #: it re-homes counters, so choose it once per deployment.
+    redis_shards: int = field(default_factory=lambda: _env_int("REDIS_SHARDS", 16))
     #: Elasticsearch 8 or OpenSearch 2 URL (the audit store).  Empty disables
     #: audit indexing; audit events then simply wait on Kafka.
     elasticsearch_url: str = field(default_factory=lambda: _env("ELASTICSEARCH_URL", "http://127.0.0.1:9200"))

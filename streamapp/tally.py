@@ -11,7 +11,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .config import Settings
 from .stores import Stores
-from .stores import redis as rk
 
 
 async def postgres_counts(stores: Stores) -> Dict[str, int]:
@@ -44,11 +43,11 @@ async def mongo_counts(stores: Stores) -> Dict[str, int]:
 
 
 async def redis_counts(stores: Stores) -> Dict[str, int]:
-    client = stores.redis.client
     types = ("session.started", "session.heartbeat", "session.ended", "rating.submitted")
-    values = await client.mget([rk.count_key(t) for t in types])
-    counts = {t: int(v or 0) for t, v in zip(types, values)}
-    watched = await client.zrange(rk.MOST_WATCHED, 0, -1, withscores=True)
+    counted = await stores.redis.counts()
+    counts = {t: counted.get(t, 0) for t in types}
+    watched = await stores.redis.client.zrange(stores.redis.keys.most_watched, 0, -1,
+                                               withscores=True)
     counts["most_watched_total"] = int(sum(score for _, score in watched))
     return counts
 

@@ -48,7 +48,6 @@ from faust.streams import _current_event
 
 from streamapp.app import app
 from streamapp.config import settings
-from streamapp.stores import redis as redis_keys
 from streamapp.stores import stores
 from streamapp.topics import ratings_topic
 
@@ -191,10 +190,10 @@ def count_ratings(accepted: Iterable[Tuple[object, object]],
         if change.raw is not None:
             with _counting(change.raw):
                 rating_counts[movie] = change.result()
-            _fresh_windows.setdefault(redis_keys.window_key(PANE, start), {})[movie] = \
+            _fresh_windows.setdefault(stores.redis.keys.window(PANE, start), {})[movie] = \
                 change.count
             for minute in change.touched:
-                _fresh_windows.setdefault(redis_keys.window_key(TUMBLING, float(minute)), {})[
+                _fresh_windows.setdefault(stores.redis.keys.window(TUMBLING, float(minute)), {})[
                     movie] = change.minutes[minute]
     return late
 
@@ -298,15 +297,15 @@ async def _genres_of(movie_ids: List[str]) -> Dict[str, List[str]]:
 def leaderboard_scores(totals: Dict[str, Tuple[int, int]], genres: Dict[str, List[str]]
                        ) -> Dict[str, Dict[str, float]]:
     """Absolute all-time, best-rated and genre scores for these titles."""
-    scores: Dict[str, Dict[str, float]] = {redis_keys.RATED_ALL: {}, redis_keys.BEST_RATED: {}}
+    scores: Dict[str, Dict[str, float]] = {stores.redis.keys.rated_all: {}, stores.redis.keys.best_rated: {}}
     for movie, (votes, score_sum) in totals.items():
         if not votes:
             continue
-        scores[redis_keys.RATED_ALL][movie] = votes
+        scores[stores.redis.keys.rated_all][movie] = votes
         if votes >= settings.min_votes:
-            scores[redis_keys.BEST_RATED][movie] = round(score_sum / votes, 4)
+            scores[stores.redis.keys.best_rated][movie] = round(score_sum / votes, 4)
         for genre in genres.get(movie, []):
-            scores.setdefault(redis_keys.genre_key(genre), {})[movie] = votes
+            scores.setdefault(stores.redis.keys.genre(genre), {})[movie] = votes
     return scores
 
 
@@ -315,10 +314,10 @@ def window_scores(movie_ids: Iterable[str], now: float) -> Dict[str, Dict[str, i
     t_start = window_start(now, settings.tumbling_window_s, settings.tumbling_window_s)
     scores: Dict[str, Dict[str, int]] = {}
     for movie in movie_ids:
-        scores.setdefault(redis_keys.window_key(TUMBLING, t_start), {})[movie] = \
+        scores.setdefault(stores.redis.keys.window(TUMBLING, t_start), {})[movie] = \
             tumbling_count(movie, now)
         for start, count in pane_counts(movie, now).items():
-            scores.setdefault(redis_keys.window_key(PANE, start), {})[movie] = count
+            scores.setdefault(stores.redis.keys.window(PANE, start), {})[movie] = count
     return scores
 
 
@@ -365,9 +364,9 @@ async def mirror_boards() -> None:
         left: Dict[str, List[str]] = {}
         for movie in rebuilt:
             for genre in _former_genres.get(movie, set()) - set(genres.get(movie, [])):
-                left.setdefault(redis_keys.genre_key(genre), []).append(movie)
-        hour_key = redis_keys.window_key(HOPPING, hour_start)
-        pane_keys = [redis_keys.window_key(PANE, start) for start in _pane_starts(now)]
+                left.setdefault(stores.redis.keys.genre(genre), []).append(movie)
+        hour_key = stores.redis.keys.window(HOPPING, hour_start)
+        pane_keys = [stores.redis.keys.window(PANE, start) for start in _pane_starts(now)]
         union = {}
         if _hour_built[0] != hour_start or not windows.keys().isdisjoint(pane_keys):
             union = {hour_key: pane_keys}

@@ -16,7 +16,9 @@ class Stores:
         self.mongo = MongoStore(cfg.mongodb_url)
         self.redis = RedisStore(cfg.redis_url, session_ttl_s=cfg.session_ttl_s,
                                 dedupe_ttl_s=cfg.dedupe_ttl_s,
-                                cache_ttl_s=cfg.catalog_cache_ttl_s)
+                                cache_ttl_s=cfg.catalog_cache_ttl_s,
+                                cluster=cfg.redis_cluster, prefix=cfg.redis_key_prefix,
+                                shards=cfg.redis_shards)
         self.audit = AuditStore(cfg.elasticsearch_url, cfg.audit_index_prefix,
                                 cfg.audit_refresh_interval)
 

@@ -1,133 +1,232 @@
 """Redis: viewing sessions, live counters, leaderboards, rankings, cache.
 
-Everything for one batch goes in one pipeline (one round trip).  Updates are
-idempotent by construction where they can be (``HSET``, ``ZADD GT``,
-``ZREM``, absolute ``ZADD`` of leaderboard scores mirrored from the tables);
-the few increments (events counted, "most watched") run in a Lua script that
-first claims the event id with ``SET NX``, so a replayed event adds nothing.
-Sessions and event counts are one script call per batch: the client's work
-(packing one command per field write) was the hot path, not the server's.
+The same code runs on a standalone Redis and on Redis Cluster
+(``REDIS_CLUSTER=true``).  On a cluster a script, a transaction or a
+multi-key command may only touch keys of one hash slot, so keys that are used
+together share a ``{hash tag}``:
 
-The scripts touch keys they build themselves, which standalone Redis (and
-Sentinel) allows; a Redis Cluster deployment would need hash tags per
-batch or per-event calls instead.
+* **Counter shards** ``{s00}`` .. ``{sNN}`` (``REDIS_SHARDS``, 16): each holds
+  the dedupe claims of the events it counted, its per-type event counts, and
+  the viewing sessions of the titles that hash to it (a session hash, the
+  shard's "now watching" sets and its "most watched" counts).  A batch costs
+  one script call per shard it touches, all sent at once.  Increments stay
+  exact because the claim (``SET NX`` on the event id) and the increment run
+  in one script on one slot.  What shards: claims, counts and sessions spread
+  over up to ``REDIS_SHARDS`` masters.  What does not: one shard is one slot,
+  so a cluster gains nothing past that many masters for these keys, and
+  deployment-wide numbers are sums over the shards (one small read each).
+* **Window boards** ``{win}``: the tumbling and 5-minute pane boards, and the
+  hour's board that ``ZUNIONSTORE`` builds from its panes.  They are small
+  (titles rated in the last two hours) and live in one slot.
+* Everything else is a single-key structure and spreads by its own name: the
+  all-time, best-rated, per-genre and most-watched boards (``ZADD`` of
+  absolute scores, idempotent), and the catalog cache (multi-gets are
+  non-atomic on a cluster, which a cache does not need).
 
-Key layout (all under the ``sa:`` prefix):
-    sa:session:<sid>             hash, expires SESSION_TTL_S after last event
-    sa:watching                  zset sid -> last seen (epoch s): "now watching"
-    sa:watching:<movie>          zset sid -> last seen, per title
-    sa:lb:watched                zset movie -> sessions started
-    sa:lb:rated:all              zset movie -> ratings (all time)
-    sa:lb:rated:<window>:<start> zset movie -> ratings in that window (the
-                                 hour's board is the union of its 5m panes)
-    sa:lb:best                   zset movie -> average score (min votes)
-    sa:lb:genre:<genre>          zset movie -> ratings (all time) in a genre
-    sa:count:<event type>        events counted once each
-    sa:catalog:<movie>           cached title JSON (read-through)
-    sa:seen:<event_id>           dedupe claims, expire after DEDUPE_TTL_S
+Updates are idempotent by construction where they can be (``HSET`` of a
+newer state, ``ZADD GT``, ``ZREM``, absolute ``ZADD``); the few increments
+run only when the event's claim is new, so a replayed event adds nothing.
+
+Key layout (``P`` is ``REDIS_KEY_PREFIX``, ``sa:`` by default; ``{sK}`` is the
+shard of the title, or of the event id for plain counts):
+    P{sK}:session:<sid>          hash, expires SESSION_TTL_S after last event
+    P{sK}:watching               zset sid -> last seen (epoch s)
+    P{sK}:watching:<movie>       zset sid -> last seen, per title
+    P{sK}:lb:watched             zset movie -> sessions started (the shard's titles)
+    P{sK}:counts                 hash event type -> events counted once each,
+                                 and watched_seconds
+    P{sK}:seen:<event_id>        dedupe claims, expire after DEDUPE_TTL_S
+    P lb:watched                 zset movie -> sessions started (all titles;
+                                 ZADD GT of each shard's count)
+    P lb:rated:all               zset movie -> ratings (all time)
+    P lb:best                    zset movie -> average score (min votes)
+    P lb:genre:<genre>           zset movie -> ratings (all time) in a genre
+    P{win}:lb:rated:<window>:<start>  zset movie -> ratings in that window
+    P catalog:<movie>            cached title JSON (read-through)
+    P workers                    hash worker url -> its heartbeat (``streamapp.deployment``)
 """
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+import zlib
+from datetime import datetime, timedelta, timezone
+from typing import (Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from ..records import Event
 
-P = "sa:"
-WATCHING = P + "watching"
-MOST_WATCHED = P + "lb:watched"
-RATED_ALL = P + "lb:rated:all"
-BEST_RATED = P + "lb:best"
+Client = Union[aioredis.Redis, RedisCluster]
 
-# Sessions, a whole batch per call: ARGV = prefix, session ttl, dedupe ttl,
-# and the events as one JSON array of 8-value arrays.  Field writes are
-# idempotent (HSET, ZADD GT, ZREM); increments run only when the event's
-# dedupe claim (SET NX) is new.  One argument for the batch: the client packed
-# each of 8 arguments per event separately (12 us of its CPU an event; one
-# orjson array costs 5), and the server parses one string instead of 2,400.
+#: The prefix of every key (``REDIS_KEY_PREFIX``) unless a store is given another.
+DEFAULT_PREFIX = "sa:"
+
+# Sessions of one shard: KEYS[1] = the shard's counts hash; ARGV = the
+# shard's key prefix, session ttl, dedupe ttl, and the events as one JSON
+# array of 9-value arrays.  A session's state follows the newest event of
+# each kind, whatever the order they arrive in ("mark" = zero-padded event
+# time in microseconds, "|", event id: the contract's newest-wins order as
+# one comparable string); an ended session stays ended, and is never
+# counted as watching again.  Increments run only when the event's dedupe
+# claim (SET NX) is new.  Returns the shard's "most watched" count of every
+# title started in the call, claimed or not, for the global board.
 _SESSIONS = """
-local p, session_ttl, dedupe_ttl = ARGV[1], ARGV[2], ARGV[3]
-local counted = 0
+local base, session_ttl, dedupe_ttl = ARGV[1], ARGV[2], ARGV[3]
+local counts, watching, shard_board = KEYS[1], base .. 'watching', base .. 'lb:watched'
+local started = {}
+local function newer(skey, field, mark)
+  local held = redis.call('HGET', skey, field)
+  if held and held >= mark then return false end
+  redis.call('HSET', skey, field, mark)
+  return true
+end
 for _, e in ipairs(cjson.decode(ARGV[4])) do
   local kind, eid, sid, movie = e[1], e[2], e[3], e[4]
-  local user, at, seen, extra = e[5], e[6], e[7], e[8]
-  local skey, per_title = p .. 'session:' .. sid, p .. 'watching:' .. movie
+  local user, at, seen, extra, mark = e[5], e[6], e[7], e[8], e[9]
+  local skey, per_title = base .. 'session:' .. sid, base .. 'watching:' .. movie
+  redis.call('HSET', skey, 'user_id', user, 'movie_id', movie)
+  if newer(skey, 'last_mark', mark) then
+    redis.call('HSET', skey, 'last_seen', at)
+  end
   if kind == 'session.ended' then
-    redis.call('HSET', skey, 'state', 'ended', 'watched_s', extra, 'ended_at', at)
-    redis.call('ZREM', p .. 'watching', sid)
+    if newer(skey, 'end_mark', mark) then
+      redis.call('HSET', skey, 'watched_s', extra, 'ended_at', at)
+    end
+    redis.call('HSET', skey, 'state', 'ended')
+    redis.call('ZREM', watching, sid)
     redis.call('ZREM', per_title, sid)
   else
     if kind == 'session.started' then
-      redis.call('HSET', skey, 'user_id', user, 'movie_id', movie, 'last_seen', at,
-                 'state', 'playing', 'device', extra, 'started_at', at)
-    else
-      redis.call('HSET', skey, 'user_id', user, 'movie_id', movie, 'last_seen', at,
-                 'position_s', extra)
+      if newer(skey, 'start_mark', mark) then
+        redis.call('HSET', skey, 'device', extra, 'started_at', at)
+      end
+      started[movie] = true
+    elseif newer(skey, 'beat_mark', mark) then
+      redis.call('HSET', skey, 'position_s', extra)
     end
-    redis.call('ZADD', p .. 'watching', 'GT', seen, sid)
-    redis.call('ZADD', per_title, 'GT', seen, sid)
+    if redis.call('HGET', skey, 'state') ~= 'ended' then
+      redis.call('HSET', skey, 'state', 'playing')
+      redis.call('ZADD', watching, 'GT', seen, sid)
+      redis.call('ZADD', per_title, 'GT', seen, sid)
+    end
   end
   redis.call('EXPIRE', skey, session_ttl)
-  if redis.call('SET', p .. 'seen:' .. eid, '1', 'NX', 'EX', dedupe_ttl) then
-    counted = counted + 1
-    redis.call('INCRBY', p .. 'count:' .. kind, 1)
+  if redis.call('SET', base .. 'seen:' .. eid, '1', 'NX', 'EX', dedupe_ttl) then
+    redis.call('HINCRBY', counts, kind, 1)
     if kind == 'session.started' then
-      redis.call('ZINCRBY', p .. 'lb:watched', 1, movie)
+      redis.call('ZINCRBY', shard_board, 1, movie)
     elseif kind == 'session.ended' then
-      redis.call('INCRBY', p .. 'watched_seconds', extra)
+      redis.call('HINCRBY', counts, 'watched_seconds', extra)
     end
   end
 end
-return counted
+local scores = {}
+for movie, _ in pairs(started) do
+  table.insert(scores, movie)
+  table.insert(scores, redis.call('ZSCORE', shard_board, movie))
+end
+return scores
 """
 
-# Count events once each: ARGV = prefix, dedupe ttl, and a JSON array of
+# Count events of one shard once each: KEYS[1] = the shard's counts hash;
+# ARGV = the shard's key prefix, dedupe ttl, and a JSON array of
 # [event id, type] pairs.
 _COUNT = """
-local p, dedupe_ttl = ARGV[1], ARGV[2]
+local base, dedupe_ttl = ARGV[1], ARGV[2]
 local counted = 0
 for _, e in ipairs(cjson.decode(ARGV[3])) do
-  if redis.call('SET', p .. 'seen:' .. e[1], '1', 'NX', 'EX', dedupe_ttl) then
+  if redis.call('SET', base .. 'seen:' .. e[1], '1', 'NX', 'EX', dedupe_ttl) then
     counted = counted + 1
-    redis.call('INCRBY', p .. 'count:' .. e[2], 1)
+    redis.call('HINCRBY', KEYS[1], e[2], 1)
   end
 end
 return counted
 """
 
 
-def window_key(window: str, start: float) -> str:
-    return f"{P}lb:rated:{window}:{int(start)}"
+class Keys:
+    """Every key streamapp writes, under one prefix (see the module docstring)."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX, shards: int = 16) -> None:
+        if shards < 1 or shards > 100:
+            raise ValueError("REDIS_SHARDS must be between 1 and 100")
+        self.prefix = prefix
+        self.shards = shards
+        self.rated_all = f"{prefix}lb:rated:all"
+        self.best_rated = f"{prefix}lb:best"
+        self.most_watched = f"{prefix}lb:watched"
+        self.workers = f"{prefix}workers"
+
+    def genre(self, genre: str) -> str:
+        return f"{self.prefix}lb:genre:{genre.lower()}"
+
+    def window(self, window: str, start: float) -> str:
+        return f"{self.prefix}{{win}}:lb:rated:{window}:{int(start)}"
+
+    def catalog(self, movie_id: str) -> str:
+        return f"{self.prefix}catalog:{movie_id}"
+
+    def shard_of(self, value: str) -> int:
+        """The counter shard of a title or event id (stable across processes)."""
+        return zlib.crc32(value.encode()) % self.shards
+
+    def shard(self, index: int) -> str:
+        """The key prefix of one counter shard, hash tag included."""
+        return f"{self.prefix}{{s{index:02d}}}:"
+
+    def counts(self, index: int) -> str:
+        return self.shard(index) + "counts"
+
+    def session(self, session_id: str, movie_id: str) -> str:
+        return self.shard(self.shard_of(movie_id)) + f"session:{session_id}"
+
+    def watching(self, movie_id: Optional[str] = None) -> List[str]:
+        """The "now watching" sets: of one title (one key), or of every shard."""
+        if movie_id is not None:
+            return [self.shard(self.shard_of(movie_id)) + f"watching:{movie_id}"]
+        return [self.shard(i) + "watching" for i in range(self.shards)]
 
 
-def genre_key(genre: str) -> str:
-    return f"{P}lb:genre:{genre.lower()}"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def count_key(event_type: str) -> str:
-    return f"{P}count:{event_type}"
+def _mark(at: datetime, event_id: str) -> str:
+    """An event's place in the newest-wins order, comparable as a string."""
+    return f"{(at - _EPOCH) // timedelta(microseconds=1):016d}|{event_id}"
 
 
 class RedisStore:
     name = "redis"
 
     def __init__(self, url: str, *, session_ttl_s: int, dedupe_ttl_s: int,
-                 cache_ttl_s: int) -> None:
+                 cache_ttl_s: int, cluster: bool = False, prefix: str = DEFAULT_PREFIX,
+                 shards: int = 16) -> None:
         self._url = url
-        self._client: Optional[aioredis.Redis] = None
+        self._cluster = cluster
+        self._client: Optional[Client] = None
+        self.keys = Keys(prefix, shards)
         self.session_ttl_s = session_ttl_s
         self.dedupe_ttl_s = dedupe_ttl_s
         self.cache_ttl_s = cache_ttl_s
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> Client:
         if self._client is None:
-            self._client = aioredis.Redis.from_url(
-                self._url, socket_timeout=5, socket_connect_timeout=3,
-                health_check_interval=10)
+            if self._cluster:
+                # Slot maps are refreshed on MOVED; a failed-over master shows
+                # up as connection errors for a few seconds, which the sinks
+                # retry (``stores.base``).
+                self._client = RedisCluster.from_url(
+                    self._url, socket_timeout=5, socket_connect_timeout=3,
+                    health_check_interval=10, cluster_error_retry_attempts=3)
+            else:
+                self._client = aioredis.Redis.from_url(
+                    self._url, socket_timeout=5, socket_connect_timeout=3,
+                    health_check_interval=10)
             self._sessions = self._client.register_script(_SESSIONS)
             self._count = self._client.register_script(_COUNT)
         return self._client
@@ -141,54 +240,90 @@ class RedisStore:
         return bool(await self.client.ping())
 
     async def write_sessions(self, events: Sequence[Event]) -> int:
-        """Apply viewing-session events: one script call for the batch."""
-        rows: List[tuple] = []
+        """Apply viewing-session events: one script call per shard, sent at once."""
+        by_shard: Dict[int, List[tuple]] = {}
         for e in events:
             if e.TYPE == "session.started":
-                extra = e.device
+                extra: Any = e.device
             elif e.TYPE == "session.ended":
                 extra = e.watched_s
             else:
                 extra = e.position_s
-            rows.append((e.TYPE, e.event_id, e.session_id, e.movie_id, e.user_id,
-                         e.occurred_at.isoformat(), e.occurred_at.timestamp(), extra))
-        if rows:
-            await self._script("_sessions")(
-                keys=[], args=[P, self.session_ttl_s, self.dedupe_ttl_s, orjson.dumps(rows)])
-        return len(rows)
+            by_shard.setdefault(self.keys.shard_of(e.movie_id), []).append((
+                e.TYPE, e.event_id, e.session_id, e.movie_id, e.user_id,
+                e.occurred_at.isoformat(), e.occurred_at.timestamp(), extra,
+                _mark(e.occurred_at, e.event_id)))
+        if not by_shard:
+            return 0
+        self.client  # registers the scripts
+        results = await asyncio.gather(*(
+            self._sessions(keys=[self.keys.counts(shard)], args=[
+                self.keys.shard(shard), self.session_ttl_s, self.dedupe_ttl_s,
+                orjson.dumps(rows)])
+            for shard, rows in by_shard.items()))
+        watched = {movie.decode(): float(score)
+                   for flat in results for movie, score in zip(flat[::2], flat[1::2])}
+        if watched:
+            # Each title's count lives in one shard, so the shard's count is
+            # the title's: GT keeps the board right in any order, and a
+            # replayed batch re-mirrors what a crash may have left out.
+            await self.client.zadd(self.keys.most_watched, watched, gt=True)
+        return len(events)
 
     async def count_events(self, events: Sequence[Event]) -> int:
         """Count events once each (for streams whose data lives elsewhere)."""
-        if not events:
+        by_shard: Dict[int, List[Tuple[str, str]]] = {}
+        for e in events:
+            by_shard.setdefault(self.keys.shard_of(e.event_id), []).append((e.event_id, e.TYPE))
+        if not by_shard:
             return 0
-        pairs = orjson.dumps([(e.event_id, e.TYPE) for e in events])
-        return int(await self._script("_count")(keys=[], args=[P, self.dedupe_ttl_s, pairs]))
+        self.client  # registers the scripts
+        counted = await asyncio.gather(*(
+            self._count(keys=[self.keys.counts(shard)],
+                        args=[self.keys.shard(shard), self.dedupe_ttl_s, orjson.dumps(pairs)])
+            for shard, pairs in by_shard.items()))
+        return sum(int(n) for n in counted)
 
-    def _script(self, name: str):
-        self.client  # registers the scripts with the client
-        return getattr(self, name)
+    async def counts(self) -> Dict[str, int]:
+        """Events counted once each, per type, and watched_seconds: summed over the shards."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for shard in range(self.keys.shards):
+                pipe.hgetall(self.keys.counts(shard))
+            per_shard = await pipe.execute()
+        totals: Dict[str, int] = {}
+        for values in per_shard:
+            for name, n in values.items():
+                totals[name.decode()] = totals.get(name.decode(), 0) + int(n)
+        return totals
 
     async def forget_titles(self, movie_ids: Iterable[str]) -> None:
         """Invalidate cached catalog entries after a catalog write."""
-        keys = [f"{P}catalog:{m}" for m in set(movie_ids)]
+        keys = [self.keys.catalog(m) for m in set(movie_ids)]
         if keys:
-            await self.client.delete(*keys)
+            await self.client.delete(*keys)  # split per slot on a cluster
 
     async def now_watching(self, movie_id: Optional[str] = None) -> int:
         """Sessions seen within the session TTL (ended ones are removed)."""
-        key = f"{P}watching:{movie_id}" if movie_id else WATCHING
-        return await self.client.zcount(key, time.time() - self.session_ttl_s, "+inf")
+        since = time.time() - self.session_ttl_s
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in self.keys.watching(movie_id):
+                pipe.zcount(key, since, "+inf")
+            return sum(await pipe.execute())
 
     async def prune_watching(self) -> None:
         """Drop sessions that went silent (no heartbeat within the TTL)."""
-        await self.client.zremrangebyscore(WATCHING, "-inf", time.time() - self.session_ttl_s)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in self.keys.watching():
+                pipe.zremrangebyscore(key, "-inf", time.time() - self.session_ttl_s)
+            await pipe.execute()
 
     async def mirror(self, scores: Dict[str, Dict[str, float]], expire_s: Dict[str, int],
                      remove: Optional[Dict[str, List[str]]] = None,
                      unions: Optional[Dict[str, List[str]]] = None) -> None:
         """Set leaderboard scores to absolute values (idempotent), one pipeline;
         ``remove`` takes members off boards they no longer belong on, and each
-        board in ``unions`` is rebuilt as the sum of its source boards."""
+        board in ``unions`` is rebuilt as the sum of its source boards (which
+        share its hash tag)."""
         async with self.client.pipeline(transaction=False) as pipe:
             for key, members in (remove or {}).items():
                 pipe.zrem(key, *members)
@@ -212,10 +347,24 @@ class RedisStore:
         r = await self.client.zrevrank(key, member)
         return None if r is None else r + 1
 
+    async def get_many(self, keys: Sequence[str]) -> List[Optional[bytes]]:
+        """Values of many keys; one MGET, or one per slot on a cluster (not atomic)."""
+        if self._cluster:
+            return await self.client.mget_nonatomic(list(keys))
+        return await self.client.mget(list(keys))
+
+    async def cache_titles(self, docs: Mapping[str, dict]) -> None:
+        """Put titles in the read-through cache, one pipeline."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for movie_id, doc in docs.items():
+                pipe.set(self.keys.catalog(movie_id), orjson.dumps(doc, default=str),
+                         ex=self.cache_ttl_s)
+            await pipe.execute()
+
     async def cached_title(self, movie_id: str,
                            load: Callable[[str], Awaitable[Optional[dict]]]) -> Optional[dict]:
         """Read-through cache: Redis first, else ``load`` and remember it."""
-        key = f"{P}catalog:{movie_id}"
+        key = self.keys.catalog(movie_id)
         cached = await self.client.get(key)
         if cached is not None:
             return orjson.loads(cached)

@@ -15,19 +15,18 @@ Routes (all ``GET``, all answer JSON; errors are ``{"error": "..."}``):
 ``/api/audit/?event_type=&user_id=&kind=&since=&until=&size=``
     Search of the audit store; 503 when it is disabled or unreachable.
 ``/api/health/``
-    Every store's reachability and the consumer lag per topic-partition;
-    200 when PostgreSQL, MongoDB and Redis answer (audit is optional), else
-    503.
+    Every store's reachability, the consumer group's lag per topic-partition
+    (from Kafka, all partitions, with the worker that owns each), the live
+    workers, and the partitions of the worker that answers; 200 when
+    PostgreSQL, MongoDB and Redis answer (audit is optional), else 503.
 ``/api/stats/``
-    This worker's counters (events consumed, stored, rejected, retried) and
-    "now watching", for the dashboard.
+    The deployment's numbers (all workers): events consumed per stream (the
+    group's committed offsets), stored/rejected/retried (the live workers'
+    counters added up), "now watching", and the live workers.
 
 Every parameter is checked against a fixed pattern or set before anything
 else happens: a bad one is a 400.  A store that fails or does not answer in
 time is a 503 naming the store.  Nothing a client sends can produce a 500.
-
-Counters in ``/api/stats/`` are per process (Prometheus counters of this
-worker); with several workers, sum them over the workers or use ``/metrics``.
 """
 from __future__ import annotations
 
@@ -46,20 +45,20 @@ from faust.web.exceptions import WebError
 from tables.ratings import (HOPPING, TUMBLING, hopping_count, tumbling_count,
                             window_start)
 
-from .. import metrics
 from ..app import app
 from ..config import settings
-from ..stores import redis as redis_keys
+from ..deployment import add_up, deployment, owners
 from ..stores import stores
-from ..topics import STREAM_OF_TYPE, STREAMS, ratings_topic
+from ..topics import (STREAM_OF_TOPIC, STREAM_OF_TYPE, STREAMS, deadletter_topic, outcomes_topic,
+                      ratings_topic)
 
 log = logging.getLogger(__name__)
 
 #: User, title and other ids in paths and query strings.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 #: Leaderboards by name (``window`` and genre boards are built per request).
-BOARDS = {"rated": redis_keys.RATED_ALL, "best": redis_keys.BEST_RATED,
-          "watched": redis_keys.MOST_WATCHED, "window": None}
+BOARDS = {"rated": stores.redis.keys.rated_all, "best": stores.redis.keys.best_rated,
+          "watched": stores.redis.keys.most_watched, "window": None}
 #: Window label -> (size, step) in seconds, as ``tables.ratings`` counts them.
 WINDOWS: Dict[str, Tuple[int, int]] = {
     TUMBLING: (settings.tumbling_window_s, settings.tumbling_window_s),
@@ -81,6 +80,7 @@ REQUIRED_STORES = ("postgres", "mongodb", "redis")
 
 
 def _store_errors() -> Tuple[type, ...]:
+    import aiokafka.errors
     import asyncpg
     import opensearchpy.exceptions
     import pymongo.errors
@@ -88,7 +88,7 @@ def _store_errors() -> Tuple[type, ...]:
 
     return (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
             pymongo.errors.PyMongoError, redis.exceptions.RedisError,
-            opensearchpy.exceptions.OpenSearchException)
+            opensearchpy.exceptions.OpenSearchException, aiokafka.errors.KafkaError)
 
 
 #: What a store may raise when it is down, slow or refusing: answered with 503.
@@ -183,11 +183,6 @@ def title_doc(doc: Mapping[str, Any]) -> Dict[str, Any]:
     return orjson.loads(orjson.dumps(out, default=str))
 
 
-def _cache_key(movie_id: str) -> str:
-    # The key ``RedisStore.cached_title`` reads and ``forget_titles`` deletes.
-    return f"{redis_keys.P}catalog:{movie_id}"
-
-
 async def load_title(movie_id: str) -> Optional[Dict[str, Any]]:
     """Loader for the read-through cache: one title from MongoDB, as JSON."""
     docs = await stores.mongo.titles([movie_id])
@@ -202,8 +197,8 @@ async def title_names(movie_ids: List[str]) -> Dict[str, Optional[str]]:
     """
     if not movie_ids:
         return {}
-    client = stores.redis.client
-    cached = await from_store("redis", client.mget([_cache_key(m) for m in movie_ids]))
+    keys = stores.redis.keys
+    cached = await from_store("redis", stores.redis.get_many([keys.catalog(m) for m in movie_ids]))
     names: Dict[str, Optional[str]] = {}
     missing = []
     for movie_id, raw in zip(movie_ids, cached):
@@ -214,11 +209,8 @@ async def title_names(movie_ids: List[str]) -> Dict[str, Optional[str]]:
     if missing:
         docs = await from_store("mongodb", stores.mongo.titles(missing))
         if docs:
-            async with client.pipeline(transaction=False) as pipe:
-                for movie_id, doc in docs.items():
-                    pipe.set(_cache_key(movie_id), orjson.dumps(title_doc(doc)),
-                             ex=stores.redis.cache_ttl_s)
-                await from_store("redis", pipe.execute())
+            await from_store("redis", stores.redis.cache_titles(
+                {movie_id: title_doc(doc) for movie_id, doc in docs.items()}))
         for movie_id in missing:
             names[movie_id] = docs.get(movie_id, {}).get("title")
     return names
@@ -228,7 +220,7 @@ def window_board_key(label: str, now: float) -> Tuple[str, float]:
     """Redis key of the current window's board, as ``tables.ratings`` writes it."""
     size, step = WINDOWS[label]
     start = window_start(now, size, step)
-    return redis_keys.window_key(label, start), start
+    return stores.redis.keys.window(label, start), start
 
 
 async def ensure_route_metadata(topic: str) -> None:
@@ -330,8 +322,8 @@ class TitleView(ApiView):
         h_key, h_start = window_board_key(HOPPING, now)
         ranks = await asyncio.gather(*(
             from_store("redis", stores.redis.rank(key, movie_id))
-            for key in (redis_keys.RATED_ALL, redis_keys.BEST_RATED,
-                        redis_keys.MOST_WATCHED, t_key)))
+            for key in (stores.redis.keys.rated_all, stores.redis.keys.best_rated,
+                        stores.redis.keys.most_watched, t_key)))
         watching = await from_store("redis", stores.redis.now_watching(movie_id))
         body = dict(doc or {"movie_id": movie_id})
         body["counts"] = {
@@ -425,7 +417,7 @@ class LeaderboardView(ApiView):
             key, start = window_board_key(window, time.time())
             body.update(window=window, window_start=_utc(start))
         elif genre:
-            key = redis_keys.genre_key(genre)
+            key = stores.redis.keys.genre(genre)
             body["genre"] = genre
         else:
             key = BOARDS[board]
@@ -496,57 +488,84 @@ def _internal(topic: str) -> bool:
     return topic.endswith("-changelog") or "__assignor" in topic
 
 
-def consumer_lag() -> Dict[str, Any]:
-    """Lag of this worker's consumer, per assigned topic-partition.
+def local_partitions() -> Dict[str, List[int]]:
+    """The source partitions this worker owns, per topic."""
+    owned: Dict[str, List[int]] = {}
+    for tp in sorted(app.consumer.assignment()):
+        if not _internal(tp.topic):
+            owned.setdefault(tp.topic, []).append(tp.partition)
+    return owned
 
-    Best effort, from what the consumer already knows (no broker round trip):
 
-    * ``highwater``: the partition's end offset as the consumer's last fetch
-      saw it (``Consumer.highwater``; the last stable offset under
-      exactly-once, so committed transaction markers count as one offset);
-    * ``committed``: the next offset to read after the last commit, as Faust
-      tracks it (``Consumer._committed_offset``: set at start from the
-      group's committed offsets and updated on every commit);
-    * ``read``: the offset of the last message handed to a stream
-      (``Monitor.tp_read_offsets``);
-    * ``lag`` = ``highwater - committed`` (None while either is unknown).
+def source_topics() -> List[str]:
+    """The topics whose offsets the consumer group commits."""
+    topics = [stream.topic_name for stream in STREAMS.values()]
+    if settings.audit_in_worker:
+        topics += [outcomes_topic.get_topic_name(), deadletter_topic.get_topic_name()]
+    return topics
 
-    Offsets move between fetches, so the values trail the broker by up to a
-    poll interval.  Table changelog partitions are left out (Faust reads
-    them only to recover tables and never commits them).
+
+async def consumer_lag(workers: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Lag of the whole consumer group, per topic-partition, from Kafka.
+
+    * ``highwater``: the partition's end offset (the last stable offset
+      under exactly-once, so committed transaction markers count as one
+      offset);
+    * ``committed``: the group's next offset to read after its last commit
+      (None before the first);
+    * ``lag`` = ``highwater - committed`` (a partition never committed lags
+      by its whole length);
+    * ``owner``: the live worker that reports the partition as its own
+      (None while partitions move).
+
+    Table changelogs are left out (Faust reads them only to recover tables
+    and never commits them).  Values are at most ``OFFSETS_TTL_S`` old.
     """
-    consumer = app.consumer
-    committed_offsets = getattr(consumer, "_committed_offset", {})
-    read_offsets = getattr(app.monitor, "tp_read_offsets", None) or {}
+    offsets = await deployment.offsets(source_topics())
+    owned_by = owners(workers)
     topics: Dict[str, Dict[str, Any]] = {}
-    for tp in sorted(consumer.assignment()):
-        if _internal(tp.topic):
-            continue
-        highwater = consumer.highwater(tp)
-        committed = committed_offsets.get(tp)
-        lag = highwater - committed if highwater is not None and committed is not None else None
+    for tp, (committed, end) in sorted(offsets.items()):
+        lag = end - (committed or 0)
         entry = topics.setdefault(tp.topic, {"lag": 0, "partitions": {}})
         entry["partitions"][str(tp.partition)] = {
-            "highwater": highwater, "committed": committed,
-            "read": read_offsets.get(tp), "lag": lag}
-        if lag is None or entry["lag"] is None:
-            entry["lag"] = None
-        else:
-            entry["lag"] += max(lag, 0)
+            "highwater": end, "committed": committed, "lag": lag,
+            "owner": owned_by.get((tp.topic, tp.partition))}
+        entry["lag"] += max(lag, 0)
     return topics
+
+
+async def live_workers() -> List[Dict[str, Any]]:
+    return await from_store("redis", deployment.workers(), timeout=PING_TIMEOUT_S)
 
 
 @app.page("/api/health/", name="api-health")
 class HealthView(ApiView):
+    """Every store's reachability, the whole group's lag from Kafka, the live
+    workers, and the partitions of the worker that answers."""
+
     async def handle(self, request: Request) -> Response:
         health = await store_health()
         try:
-            lag: Dict[str, Any] = {"topics": consumer_lag()}
+            workers: Optional[List[Dict[str, Any]]] = await live_workers()
+        except StoreUnavailable:
+            workers = None  # Redis is down: its health entry says so
+        try:
+            lag: Dict[str, Any] = {"group": deployment.group_id,
+                                   "topics": await asyncio.wait_for(
+                                       consumer_lag(workers or []), STORE_TIMEOUT_S)}
+        except Exception as exc:  # Kafka unreachable, group not created yet ...
+            lag = {"group": deployment.group_id, "topics": {},
+                   "error": f"{type(exc).__name__}: {exc}"[:300]}
+        try:
+            mine: Dict[str, Any] = {"url": str(app.conf.canonical_url),
+                                    "partitions": local_partitions()}
         except Exception as exc:  # consumer not started yet, rebalancing ...
-            lag = {"topics": {}, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            mine = {"url": str(app.conf.canonical_url), "partitions": {},
+                    "error": f"{type(exc).__name__}: {exc}"[:300]}
         ok = all(health[name]["ok"] for name in REQUIRED_STORES)
         return self.json({"status": "ok" if ok else "degraded", "stores": health,
-                          "consumer": lag, "at": _utc(time.time())},
+                          "consumer": lag, "workers": workers, "worker": mine,
+                          "at": _utc(time.time())},
                          status=200 if ok else 503)
 
 
@@ -554,23 +573,40 @@ class HealthView(ApiView):
 
 @app.page("/api/stats/", name="api-stats")
 class StatsView(ApiView):
+    """Numbers of the whole deployment, whichever worker answers.
+
+    ``events_consumed`` per stream is what the consumer group has committed
+    (Kafka offsets: exact, and unchanged by restarts); ``stored``,
+    ``rejected`` and ``retries`` add up the live workers' counters (each
+    since its worker started); ``workers`` lists them.
+    """
+
     async def handle(self, request: Request) -> Response:
-        consumed = metrics.totals(metrics.events_consumed, "stream")
-        per_stream = {name: int(consumed.get(name, 0)) for name in STREAMS}
+        offsets = await from_store("kafka", deployment.offsets(source_topics()))
+        per_stream = {name: 0 for name in STREAMS}
+        for tp, (committed, _) in offsets.items():
+            stream = STREAM_OF_TOPIC.get(tp.topic)
+            if stream is not None:
+                per_stream[stream] += committed or 0
+        try:
+            workers: List[Dict[str, Any]] = await live_workers()
+        except StoreUnavailable:
+            workers = []  # the rest of the page is still worth showing
         try:
             watching: Optional[int] = await from_store(
                 "redis", stores.redis.now_watching(), timeout=PING_TIMEOUT_S)
         except StoreUnavailable:
-            watching = None  # the rest of the page is still worth showing
+            watching = None
         return self.json({
             "at": time.time(),
             "events_consumed": per_stream,
             "events_total": sum(per_stream.values()),
-            "stored": {k: int(v) for k, v in
-                       metrics.totals(metrics.events_stored, "store").items()},
-            "rejected": {k: int(v) for k, v in
-                         metrics.totals(metrics.events_rejected, "reason").items()},
-            "retries": {k: int(v) for k, v in
-                        metrics.totals(metrics.store_retries, "store").items()},
+            "stored": add_up(workers, "stored"),
+            "rejected": add_up(workers, "rejected"),
+            "retries": add_up(workers, "retries"),
             "now_watching": watching,
+            "workers": [{"url": w["url"], "age_s": w["age_s"],
+                         "partitions": sum(len(ps) for t, ps in w["partitions"].items()
+                                           if not _internal(t))}
+                        for w in workers],
         })

@@ -57,18 +57,17 @@ async def test_replaying_the_same_events_changes_nothing(produced, namespace, st
 
 
 async def test_leaderboards_are_mirrored_from_the_tables(produced, stores):
-    from streamapp.stores import redis as rk
 
     async def mirrored():
-        top = await stores.redis.top(rk.RATED_ALL, 1000)
+        top = await stores.redis.top(stores.redis.keys.rated_all, 1000)
         return sum(score for _, score in top) == produced["expect"]["postgres"]["ratings"]
     assert await wait_until(mirrored, timeout=30)
-    top = await stores.redis.top(rk.RATED_ALL, 3)
+    top = await stores.redis.top(stores.redis.keys.rated_all, 3)
     assert top[0][0] == "m00000"  # Zipf: the first title is the most popular
     pool = await stores.postgres.pool()
     votes = await pool.fetchval("SELECT votes FROM title_rating_totals WHERE movie_id = 'm00000'")
     assert top[0][1] == votes
-    best = await stores.redis.top(rk.BEST_RATED, 5)
+    best = await stores.redis.top(stores.redis.keys.best_rated, 5)
     assert best and all(1 <= score <= 10 for _, score in best)
 
 
@@ -76,18 +75,17 @@ async def test_a_restarted_worker_rebuilds_the_leaderboards(produced, worker, st
     """Boards are mirrored a moment after counting, so a worker that dies in
     between leaves them behind; every start rebuilds the boards of the
     worker's titles from PostgreSQL's totals and the window tables."""
-    from streamapp.stores import redis as rk
 
     pool = await stores.postgres.pool()
     expected = {r["movie_id"]: r["votes"] for r in await pool.fetch(
         "SELECT movie_id, votes FROM title_rating_totals WHERE votes > 0")}
     worker.stop()
-    await stores.redis.client.delete(rk.RATED_ALL)
+    await stores.redis.client.delete(stores.redis.keys.rated_all)
     worker.start()
     await asyncio.to_thread(worker.wait_ready)
 
     async def rebuilt():
-        return {m: int(s) for m, s in await stores.redis.top(rk.RATED_ALL, 100_000)} == expected
+        return {m: int(s) for m, s in await stores.redis.top(stores.redis.keys.rated_all, 100_000)} == expected
     assert await wait_until(rebuilt, timeout=30, interval=0.5)
 
 

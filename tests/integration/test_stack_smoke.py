@@ -51,8 +51,8 @@ async def test_mongodb_round_trip(stores):
 
 
 async def test_redis_round_trip(stores):
-    await stores.redis.client.set("sa:smoke", "1", ex=60)
-    assert await stores.redis.client.get("sa:smoke") == b"1"
+    await stores.redis.client.set(stores.redis.keys.prefix + "smoke", "1", ex=60)
+    assert await stores.redis.client.get(stores.redis.keys.prefix + "smoke") == b"1"
     assert await stores.redis.ping()
 
 

@@ -22,7 +22,6 @@ from yarl import URL
 
 from harness import (Worker, expected_vs_tally, isolated_env, reset_stores, settings_for, simulate,
                      stores_for, wait_until)
-from streamapp.stores import redis as rk
 from streamapp.tally import tally
 
 pytestmark = pytest.mark.integration
@@ -85,7 +84,7 @@ async def service(tmp_path_factory):
         async def caught_up():
             if expected_vs_tally(summary, await tally(stores, cfg)):
                 return False
-            top = await stores.redis.top(rk.RATED_ALL, 1000)
+            top = await stores.redis.top(stores.redis.keys.rated_all, 1000)
             return sum(score for _, score in top) == ratings  # leaderboards mirrored
 
         if not await wait_until(caught_up, timeout=60, interval=1):
@@ -129,7 +128,7 @@ async def test_title_has_document_counts_and_ranks(service):
     # Zipf popularity: the first title leads both "most" boards
     assert body["ranks"]["most_rated"] == 1
     assert body["ranks"]["most_watched"] == 1
-    best = await service.stores.redis.rank(rk.BEST_RATED, "m00000")
+    best = await service.stores.redis.rank(service.stores.redis.keys.best_rated, "m00000")
     assert best is not None and body["ranks"]["best_rated"] == best
     assert body["served_by"] == service.base
 
@@ -139,7 +138,7 @@ async def test_title_has_document_counts_and_ranks(service):
     volatile = ("counts", "ranks", "now_watching")
     assert {k: v for k, v in again.items() if k not in volatile} == \
         {k: v for k, v in body.items() if k not in volatile}
-    assert await service.stores.redis.client.exists(f"{rk.P}catalog:m00000")
+    assert await service.stores.redis.client.exists(service.stores.redis.keys.catalog("m00000"))
 
 
 async def test_unknown_title_is_404(service):
@@ -221,14 +220,14 @@ async def test_genre_leaderboard(service):
         assert status == 200, board
         assert board["genre"] == genre and len(board["entries"]) <= 5
         assert _sorted_desc(board["entries"])
-        stored = await service.stores.redis.top(rk.genre_key(genre), 5)
+        stored = await service.stores.redis.top(service.stores.redis.keys.genre(genre), 5)
         assert [(e["movie_id"], e["score"]) for e in board["entries"]] == \
             [(m, int(score)) for m, score in stored]
         for entry in board["entries"]:
             assert entry["title"]
             # genre boards count all-time ratings, like the "rated" board
             assert entry["score"] == await service.stores.redis.client.zscore(
-                rk.RATED_ALL, entry["movie_id"])
+                service.stores.redis.keys.rated_all, entry["movie_id"])
         seen += bool(board["entries"])
     assert seen >= 3  # 15 genres, ratings on dozens of titles
 
@@ -308,17 +307,25 @@ async def test_health_reports_stores_and_lag(service):
     assert all(p["highwater"] is not None for p in part.values())
 
 
-async def test_stats_counts_what_the_worker_consumed(service):
-    status, body = await service.get("/api/stats/")
-    assert status == 200, body
+async def test_stats_counts_what_the_deployment_consumed(service):
+    async def committed():
+        status, body = await service.get("/api/stats/")
+        assert status == 200, body
+        consumed = body["events_consumed"]
+        done = all(consumed.get(stream, 0) >= produced
+                   for stream, produced in service.summary["per_topic"].items())
+        return done and body
+    # consumption is the group's committed offsets, which trail processing
+    body = await wait_until(committed, timeout=20, interval=1)
+    assert body, "the committed offsets never reached what was produced"
     consumed = body["events_consumed"]
     assert set(consumed) == set(STREAMS)
-    for stream, produced in service.summary["per_topic"].items():
-        assert consumed[stream] >= produced, stream
     assert body["events_total"] == sum(consumed.values()) >= service.summary["events"]
     assert body["stored"]["postgres"] > 0 and body["stored"]["redis"] > 0
     assert body["rejected"] == {}  # the simulator ran without bad events
     assert isinstance(body["now_watching"], int) and body["now_watching"] > 0
+    port = service.base.rsplit(":", 1)[1]
+    assert [w["url"].rsplit(":", 1)[1] for w in body["workers"]] == [port], body["workers"]
 
 
 # --- Faust's own pages and the dashboard ---------------------------------------------------
@@ -370,8 +377,8 @@ async def test_title_requests_reach_the_worker_that_counts_the_title(tmp_path):
 
             async def ratings_partitions(worker):
                 status, health = await get(worker, "/api/health/")
-                topic = health.get("consumer", {}).get("topics", {}).get(ratings_topic, {})
-                return set(topic.get("partitions", {}))
+                return {str(p) for p in health.get("worker", {}).get("partitions", {}).get(
+                    ratings_topic, [])}
 
             for w in workers:
                 w.start()

@@ -125,13 +125,12 @@ class Probe:
 
     async def _connect(self) -> None:
         import asyncpg
-        import redis.asyncio as aioredis
         from pymongo import AsyncMongoClient
 
         if self._pg is None:
             self._pg = await asyncpg.connect(self.env["POSTGRES_DSN"])
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self.env["REDIS_URL"])
+            self._redis = stores_for(self.env).redis
         if self._mongo is None:
             self._mongo = AsyncMongoClient(self.env["MONGODB_URL"])
 
@@ -145,14 +144,12 @@ class Probe:
             return default
 
     async def counts(self) -> Dict[str, int]:
-        from streamapp.stores import redis as rk
-
         await self._connect()
         rows = await self.pg("SELECT (SELECT count(*) FROM applied_events) AS a,"
                              " (SELECT count(*) FROM ratings) AS r", default=[{"a": 0, "r": 0}])
         types = SESSION_TYPES + ("rating.submitted",)
-        values = await self._redis.mget([rk.count_key(t) for t in types])
-        redis_counts = {t: int(v or 0) for t, v in zip(types, values)}
+        counted = await self._redis.counts()
+        redis_counts = {t: counted.get(t, 0) for t in types}
         complete = self.titles_expected is not None and self._titles >= self.titles_expected
         if not complete and time.time() - self._titles_at >= self.TITLES_EVERY_S:
             db = self._mongo[self.env["MONGODB_URL"].rsplit("/", 1)[1]]
@@ -175,7 +172,7 @@ class Probe:
         if self._pg is not None:
             await self._pg.close()
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._redis.close()
         if self._mongo is not None:
             await self._mongo.close()
 

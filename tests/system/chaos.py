@@ -49,7 +49,6 @@ def start_simulator(env: Dict[str, str], name: str, *args: str) -> Tuple[subproc
 async def measure(env: Dict[str, str], summary: dict, with_audit: bool = True) -> Dict[str, int]:
     """Compare stores with the summary; returns the scenario line's numbers."""
     from streamapp.tally import tally
-    from streamapp.stores import redis as rk
 
 
     stores, cfg = stores_for(env), settings_for(env)
@@ -73,10 +72,10 @@ async def measure(env: Dict[str, str], summary: dict, with_audit: bool = True) -
             "SELECT movie_id, count(*) AS n FROM ratings GROUP BY movie_id")}
 
         async def mirrored():
-            board = dict(await stores.redis.top(rk.RATED_ALL, 100_000))
+            board = dict(await stores.redis.top(stores.redis.keys.rated_all, 100_000))
             return board if {k: int(v) for k, v in board.items()} == durable else None
         board = await wait_until(mirrored, timeout=60, interval=2) or dict(
-            await stores.redis.top(rk.RATED_ALL, 100_000))
+            await stores.redis.top(stores.redis.keys.rated_all, 100_000))
         table_total = int(sum(board.values()))
         audit_stored = audit_expected = 0
         if with_audit:

@@ -11,7 +11,6 @@ from harness import wait_until
 from streamapp import records as r
 from streamapp.codec import encode, key_of
 from streamapp.config import settings
-from streamapp.stores import redis as rk
 from streamapp.stores import stores
 
 
@@ -57,7 +56,7 @@ async def test_ratings_are_stored_once_counted_and_mirrored(app):
     # The minute the ratings fell in (``now`` may have moved to the next one).
     assert tumbling_count(movie, events[0].occurred_at.timestamp()) == 3
     assert hopping_count(movie, time.time()) == 3
-    assert int(await stores.redis.client.get(rk.count_key("rating.submitted")) or 0) >= 3
+    assert (await stores.redis.counts()).get("rating.submitted", 0) >= 3
 
 
 async def test_a_late_rating_counts_all_time_but_not_in_a_closed_window(app):
@@ -90,13 +89,13 @@ async def test_sessions_drive_now_watching_and_replays_do_not_double_count(app):
                              movie_id=movie, device="tv")
     beat = r.SessionHeartbeat(event_id=_eid(), occurred_at=_now(), session_id=sid,
                               user_id="uu1", movie_id=movie, position_s=30)
-    before = await stores.redis.client.zscore(rk.MOST_WATCHED, movie) or 0
+    before = await stores.redis.client.zscore(stores.redis.keys.most_watched, movie) or 0
     async with sessions.test_context() as agent:
         for e in (start, beat, start):
             await agent.put(encode(e), key=key_of(e), wait=False)
         assert await wait_until(lambda: stores.redis.now_watching(movie), timeout=20, interval=0.2)
         await asyncio.sleep(0.5)
-        assert await stores.redis.client.zscore(rk.MOST_WATCHED, movie) == before + 1
+        assert await stores.redis.client.zscore(stores.redis.keys.most_watched, movie) == before + 1
         end = r.SessionEnded(event_id=_eid(), occurred_at=_now(), session_id=sid, user_id="uu1",
                              movie_id=movie, watched_s=30)
         await agent.put(encode(end), key=key_of(end), wait=False)
@@ -104,9 +103,9 @@ async def test_sessions_drive_now_watching_and_replays_do_not_double_count(app):
         async def ended():
             return await stores.redis.now_watching(movie) == 0
         assert await wait_until(ended, timeout=20, interval=0.2)
-    session = await stores.redis.client.hgetall(f"sa:session:{sid}")
+    session = await stores.redis.client.hgetall(stores.redis.keys.session(sid, movie))
     assert session[b"state"] == b"ended" and session[b"device"] == b"tv"
-    assert 0 < await stores.redis.client.ttl(f"sa:session:{sid}") <= settings.session_ttl_s
+    assert 0 < await stores.redis.client.ttl(stores.redis.keys.session(sid, movie)) <= settings.session_ttl_s
 
 
 async def test_catalog_upsert_lands_in_mongodb_and_refreshes_the_cache(app):
@@ -168,14 +167,14 @@ async def test_a_title_moves_between_genre_boards_when_its_genres_change(app):
         assert await wait_until(stored, timeout=20, interval=0.2)
         await asyncio.sleep(0.3)
     await mirror_boards()  # the worker runs it on a timer
-    assert await stores.redis.client.zscore(rk.genre_key("drama"), movie) == 1
+    assert await stores.redis.client.zscore(stores.redis.keys.genre("drama"), movie) == 1
 
     moved = _title(movie)
     moved.genres = ["comedy"]
     await catalogued(moved)
     await mirror_boards()
-    assert await stores.redis.client.zscore(rk.genre_key("comedy"), movie) == 1
-    assert await stores.redis.client.zscore(rk.genre_key("drama"), movie) is None
+    assert await stores.redis.client.zscore(stores.redis.keys.genre("comedy"), movie) == 1
+    assert await stores.redis.client.zscore(stores.redis.keys.genre("drama"), movie) is None
 
 
 async def test_bad_input_goes_to_the_dead_letter_topic_with_its_reason(app):
