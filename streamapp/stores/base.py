@@ -47,6 +47,16 @@ def _transient_errors() -> Tuple[Type[BaseException], ...]:
         redis.exceptions.ConnectionError,
         redis.exceptions.TimeoutError,
         redis.exceptions.BusyLoadingError,
+        # Redis Cluster while a master fails over or slots move: answers
+        # that name no fault in the data, though they arrive as ResponseErrors.
+        redis.exceptions.ClusterError,
+        redis.exceptions.RedisClusterException,
+        redis.exceptions.TryAgainError,
+        redis.exceptions.AskError,  # and MovedError
+        redis.exceptions.ReadOnlyError,
+        # Keys of several slots in one command: a bug of ours, never the
+        # data's, so it stalls visibly instead of dead-lettering good events.
+        redis.exceptions.ClusterCrossSlotError,
     )
 
 
@@ -70,8 +80,14 @@ def _data_errors() -> Tuple[Type[BaseException], ...]:
     )
 
 
-#: Errors that mean the data itself was refused; never retried.
+#: Errors that mean the data itself was refused; never retried (unless they
+#: are also ``TRANSIENT``: some cluster answers are ResponseErrors too).
 REFUSED: Tuple[Type[BaseException], ...] = _data_errors()
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` says the data is wrong (dead-letter it) rather than the store."""
+    return isinstance(exc, REFUSED) and not isinstance(exc, TRANSIENT)
 
 
 async def retrying(store: str, attempt: Callable[[], Awaitable[T]],
@@ -82,9 +98,9 @@ async def retrying(store: str, attempt: Callable[[], Awaitable[T]],
     while True:
         try:
             return await attempt()
-        except REFUSED:
-            raise
         except Exception as exc:
+            if refused(exc):
+                raise
             failures += 1
             store_retries.labels(store=store).inc()
             level = logging.WARNING if isinstance(exc, TRANSIENT) else logging.ERROR

@@ -47,7 +47,6 @@ shard of the title, or of the event id for plain counts):
 """
 from __future__ import annotations
 
-import asyncio
 import time
 import zlib
 from datetime import datetime, timedelta, timezone
@@ -227,8 +226,6 @@ class RedisStore:
                 self._client = aioredis.Redis.from_url(
                     self._url, socket_timeout=5, socket_connect_timeout=3,
                     health_check_interval=10)
-            self._sessions = self._client.register_script(_SESSIONS)
-            self._count = self._client.register_script(_COUNT)
         return self._client
 
     async def close(self) -> None:
@@ -255,12 +252,9 @@ class RedisStore:
                 _mark(e.occurred_at, e.event_id)))
         if not by_shard:
             return 0
-        self.client  # registers the scripts
-        results = await asyncio.gather(*(
-            self._sessions(keys=[self.keys.counts(shard)], args=[
-                self.keys.shard(shard), self.session_ttl_s, self.dedupe_ttl_s,
-                orjson.dumps(rows)])
-            for shard, rows in by_shard.items()))
+        results = await self._per_shard(_SESSIONS, {
+            shard: (self.session_ttl_s, self.dedupe_ttl_s, orjson.dumps(rows))
+            for shard, rows in by_shard.items()})
         watched = {movie.decode(): float(score)
                    for flat in results for movie, score in zip(flat[::2], flat[1::2])}
         if watched:
@@ -277,12 +271,23 @@ class RedisStore:
             by_shard.setdefault(self.keys.shard_of(e.event_id), []).append((e.event_id, e.TYPE))
         if not by_shard:
             return 0
-        self.client  # registers the scripts
-        counted = await asyncio.gather(*(
-            self._count(keys=[self.keys.counts(shard)],
-                        args=[self.keys.shard(shard), self.dedupe_ttl_s, orjson.dumps(pairs)])
-            for shard, pairs in by_shard.items()))
+        counted = await self._per_shard(_COUNT, {
+            shard: (self.dedupe_ttl_s, orjson.dumps(pairs)) for shard, pairs in by_shard.items()})
         return sum(int(n) for n in counted)
+
+    async def _per_shard(self, script: str, args: Mapping[int, tuple]) -> List[Any]:
+        """Run ``script`` once per shard, all in one pipeline (one round trip
+        per node); KEYS[1] is the shard's counts hash, ARGV[1] its prefix.
+
+        EVAL rather than EVALSHA: a cluster pipeline refuses EVALSHA, and
+        redis-py's cluster client fails concurrent first calls of a script;
+        the server caches the compiled script either way.
+        """
+        async with self.client.pipeline(transaction=False) as pipe:
+            for shard, rest in args.items():
+                pipe.execute_command("EVAL", script, 1, self.keys.counts(shard),
+                                     self.keys.shard(shard), *rest)
+            return await pipe.execute()
 
     async def counts(self) -> Dict[str, int]:
         """Events counted once each, per type, and watched_seconds: summed over the shards."""
