@@ -9,9 +9,10 @@ STACK  := $(PY) scripts/stack.py
 
 .PHONY: run test chaos bench soak audit venv browser services-up services-down services-status services-wipe worker simulate clean
 
-## run: install, bring the stack up, start a worker and the simulator, print the URLs
+## run: install, bring the stack up, start the workers (WORKERS=1), the audit trail and the simulator, print the URLs
+WORKERS ?= 1
 run: venv services-up
-	@$(PY) scripts/run.py
+	@WORKERS=$(WORKERS) $(PY) scripts/run.py
 
 ## test: install, bring the stack up, run the unit and integration tests
 test: venv browser services-up

@@ -1,8 +1,10 @@
-"""``make run``: a worker, the audit trail and the simulator against the stack.
+"""``make run``: workers, the audit trail and the simulator against the stack.
 
-Starts the audit trail (S3, ``python -m streamapp.audit``) and the simulator
-(endless, at a steady rate) in the background, prints the URLs to look at,
-then runs the worker in the foreground; Ctrl-C stops all three.
+Starts ``WORKERS`` workers (1 by default; ``make run WORKERS=3``), each with
+its own web port (``WEB_PORT``, ``WEB_PORT+1`` ...) and table directory, the
+audit trail (S3, ``python -m streamapp.audit``) and the simulator (endless,
+at a steady rate), prints the URLs to look at, and waits; Ctrl-C stops them
+all.  Every worker answers every view for the whole deployment.
 """
 from __future__ import annotations
 
@@ -19,18 +21,34 @@ sys.path.insert(0, str(ROOT))
 from streamapp.config import settings  # noqa: E402
 
 
+def start_worker(index: int) -> subprocess.Popen:
+    """Worker ``index``: the first keeps the configured port and data dir."""
+    env = dict(os.environ)
+    if index:
+        env["WEB_PORT"] = str(settings.web_port + index)
+        env["STREAMAPP_DATA_DIR"] = f"{settings.data_dir}-{index}"
+    faust = Path(sys.executable).parent / "faust"
+    return subprocess.Popen([str(faust), "-A", "streamapp", "worker", "-l", "info"],
+                            cwd=ROOT, env=env)
+
+
 def main() -> int:
-    bin_dir = Path(sys.executable).parent
-    worker = subprocess.Popen([str(bin_dir / "faust"), "-A", "streamapp", "worker", "-l", "info"],
-                              cwd=ROOT)
-    time.sleep(5)  # let the worker declare topics and join its group first
+    count = int(os.environ.get("WORKERS") or 1)
+    if count < 1 or count > settings.topic_partitions:
+        print(f"WORKERS must be 1..{settings.topic_partitions} (TOPIC_PARTITIONS)", file=sys.stderr)
+        return 2
+    workers = [start_worker(0)]
+    time.sleep(5)  # let the first worker declare topics and join its group
+    workers += [start_worker(i) for i in range(1, count)]
     audit = subprocess.Popen([sys.executable, "-m", "streamapp.audit"], cwd=ROOT,
                              env={**os.environ, "AUDIT_IN_WORKER": "false"})
     simulator = subprocess.Popen([sys.executable, "-m", "streamapp.simulator", "--count", "0",
                                   "--quiet"], cwd=ROOT)
     base = f"http://{settings.web_host}:{settings.web_port}"
+    others = "".join(f"\n  worker {i + 1}             http://{settings.web_host}:"
+                     f"{settings.web_port + i}/" for i in range(1, count))
     print(f"""
-streamapp is running.
+streamapp is running ({count} worker{"s" if count > 1 else ""}).
   dashboard            {base}/dashboard/
   health               {base}/api/health/
   leaderboards         {base}/api/leaderboards/?board=rated
@@ -38,19 +56,23 @@ streamapp is running.
   a user               {base}/api/users/u0000001/
   audit search         {base}/api/audit/?event_type=rating.submitted
   Faust stats          {base}/   (and /assignment/, /performance/)
-  Prometheus metrics   {base}/metrics
+  Prometheus metrics   {base}/metrics{others}
   OpenSearch           {settings.elasticsearch_url}
-Ctrl-C stops the worker, the audit trail and the simulator; `make services-down` stops the servers.
+Any worker answers for the whole deployment.
+Ctrl-C stops the workers, the audit trail and the simulator; `make services-down` stops the servers.
 """, flush=True)
+    children = [simulator, audit, *workers]
     try:
-        return worker.wait()
+        while all(w.poll() is None for w in workers):
+            time.sleep(1)
+        return next(w.returncode for w in workers if w.poll() is not None)
     except KeyboardInterrupt:
         return 0
     finally:
-        for proc in (simulator, audit, worker):
+        for proc in children:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
-        for proc in (simulator, audit, worker):
+        for proc in children:
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
