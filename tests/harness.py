@@ -27,12 +27,14 @@ CREATED: List[str] = []
 
 
 def isolated_env(tag: Optional[str] = None, database: str = "streamapp_test",
-                 redis_db: int = 1) -> Dict[str, str]:
+                 redis_db: int = 1, cluster: bool = False) -> Dict[str, str]:
     """Environment variables that give a run its own corner of every store.
 
     Topics, consumer groups and audit indices are new per tag; ``database``
     (PostgreSQL and MongoDB) and ``redis_db`` let test modules that run side
-    by side keep their data apart too.
+    by side keep their data apart too.  ``cluster``: the stack's cluster
+    profile (3 Kafka brokers, Redis Cluster), where a Redis key prefix per
+    tag stands in for the database a cluster does not have.
     """
     tag = tag or f"t{uuid.uuid4().hex[:8]}"
     CREATED.append(tag)
@@ -51,7 +53,37 @@ def isolated_env(tag: Optional[str] = None, database: str = "streamapp_test",
         "STREAMAPP_DATA_DIR": str(ROOT / ".stack" / "data" / "test-workers" / tag),
         "TOPIC_PARTITIONS": "4",
         "MIRROR_INTERVAL_S": "0.5",
+        **(cluster_env(tag) if cluster else {}),
     }
+
+
+def stack_module():
+    """``scripts/stack.py`` as a module: node control for fault tests."""
+    scripts = str(ROOT / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import stack
+
+    return stack
+
+
+def cluster_env(tag: str) -> Dict[str, str]:
+    """The cluster profile's Kafka and Redis, with a key prefix of the tag's own."""
+    profile = stack_module().profile_env("cluster")
+    BOOTSTRAPS.add(profile["KAFKA_BOOTSTRAP"])
+    return {name: profile[name] for name in ("KAFKA_BOOTSTRAP", "REDIS_URL", "REDIS_CLUSTER",
+                                              "TOPIC_REPLICAS")} | {
+        "REDIS_KEY_PREFIX": f"{tag}:"}
+
+
+def cluster_up() -> bool:
+    """Whether the cluster profile's Kafka brokers and Redis Cluster all answer."""
+    stack = stack_module()
+    return all(stack.port_open(n.port) for n in [*stack.kafka_nodes(), *stack.redis_nodes()])
+
+
+#: Kafka clusters that namespaces were made on, besides the default one.
+BOOTSTRAPS: set = set()
 
 
 async def drop_namespaces(tags: Sequence[str]) -> None:
@@ -68,17 +100,19 @@ async def drop_namespaces(tags: Sequence[str]) -> None:
         return
     cfg = settings_for({})
     prefixes = tuple(p for tag in tags for p in (f"{tag}.", f"streamapp-{tag}-"))
-    try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
-        await admin.start()
+    for bootstrap in {cfg.kafka_bootstrap, *BOOTSTRAPS}:
         try:
-            mine = [t for t in await admin.list_topics() if t.startswith(prefixes)]
-            if mine:
-                await admin.delete_topics(mine)
-        finally:
-            await admin.close()
-    except Exception as exc:
-        print(f"could not delete the topics of {', '.join(tags)}: {exc}", file=sys.stderr)
+            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+            await admin.start()
+            try:
+                mine = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+                if mine:
+                    await admin.delete_topics(mine)
+            finally:
+                await admin.close()
+        except Exception as exc:
+            print(f"could not delete the topics of {', '.join(tags)} on {bootstrap}: {exc}",
+                  file=sys.stderr)
     if not cfg.elasticsearch_url:
         return
     client = AsyncOpenSearch(hosts=[cfg.elasticsearch_url], timeout=10)
@@ -117,9 +151,18 @@ async def reset_stores(env: Dict[str, str]) -> None:
     mongo = AsyncMongoClient(env["MONGODB_URL"])
     await mongo.drop_database(env["MONGODB_URL"].rsplit("/", 1)[1])
     await mongo.close()
-    r = aioredis.Redis.from_url(env["REDIS_URL"])
-    await r.flushdb()
-    await r.aclose()
+    if env.get("REDIS_CLUSTER") == "true":  # one database: delete the namespace's keys
+        from redis.asyncio.cluster import RedisCluster
+
+        rc = RedisCluster.from_url(env["REDIS_URL"])
+        keys = [k async for k in rc.scan_iter(match=env["REDIS_KEY_PREFIX"] + "*", count=1000)]
+        if keys:
+            await rc.delete(*keys)
+        await rc.aclose()
+    else:
+        r = aioredis.Redis.from_url(env["REDIS_URL"])
+        await r.flushdb()
+        await r.aclose()
 
 
 def settings_for(env: Dict[str, str]):
@@ -243,3 +286,55 @@ def api_headers() -> Dict[str, str]:
     bearer token (``API_TOKENS``), when there is one."""
     tokens = [t.strip() for t in os.environ.get("API_TOKENS", "").split(",") if t.strip()]
     return {"Authorization": f"Bearer {tokens[0]}"} if tokens else {}
+
+
+async def measure(env: Dict[str, str], summary: dict, with_audit: bool = True) -> Dict[str, int]:
+    """Compare stores with the summary; returns the scenario line's numbers."""
+    from streamapp.tally import tally
+
+    stores, cfg = stores_for(env), settings_for(env)
+    try:
+        async def settled():
+            return not expected_vs_tally(summary, await tally(stores, cfg))
+        await wait_until(settled, timeout=900, interval=5)
+        counts = await tally(stores, cfg)
+        expect = summary["expect"]
+        pg_expected = (sum(n for t, n in summary["per_type"].items()
+                           if t.split(".")[0] in ("user", "subscription", "payment", "preference"))
+                       + expect["postgres"]["ratings"])
+        pg_stored = counts["postgres"]["applied_events"] + counts["postgres"]["ratings"]
+        mongo_expected = expect["mongodb"]["movies"] + expect["mongodb"]["rated_votes"]
+        mongo_stored = counts["mongodb"]["movies"] + counts["mongodb"]["rated_votes"]
+        redis_expected = sum(expect["redis"].values())
+        redis_stored = sum(counts["redis"][k] for k in expect["redis"])
+        # Tables: the mirrored all-time counts must equal PostgreSQL's durable rows.
+        pool = await stores.postgres.pool()
+        durable = {r["movie_id"]: r["n"] for r in await pool.fetch(
+            "SELECT movie_id, count(*) AS n FROM ratings GROUP BY movie_id")}
+
+        async def mirrored():
+            board = dict(await stores.redis.top(stores.redis.keys.rated_all, 100_000))
+            return board if {k: int(v) for k, v in board.items()} == durable else None
+        board = await wait_until(mirrored, timeout=60, interval=2) or dict(
+            await stores.redis.top(stores.redis.keys.rated_all, 100_000))
+        table_total = int(sum(board.values()))
+        audit_stored = audit_expected = 0
+        if with_audit:
+            async def audited():
+                await stores.audit.refresh()
+                return await stores.audit.count(doc_kind="event") >= summary["valid"]
+            await wait_until(audited, timeout=300, interval=3)
+            audit_stored = await stores.audit.count(doc_kind="event")
+            audit_expected = summary["valid"]
+        pairs = [(pg_expected, pg_stored), (mongo_expected, mongo_stored),
+                 (redis_expected, redis_stored), (audit_expected, audit_stored),
+                 (sum(durable.values()), table_total)]
+        return {
+            "produced": summary["valid"],
+            "stored_postgres": pg_stored, "stored_mongo": mongo_stored,
+            "stored_redis": redis_stored, "stored_audit": audit_stored,
+            "lost": sum(max(0, want - got) for want, got in pairs),
+            "duplicated": sum(max(0, got - want) for want, got in pairs),
+        }
+    finally:
+        await stores.close()

@@ -27,8 +27,8 @@ from typing import Callable, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import (CREATED, ROOT, Worker, drop_namespaces, expected_vs_tally,  # noqa: E402
-                     isolated_env, reset_stores, settings_for, stores_for, wait_until)
+from harness import (CREATED, ROOT, Worker, drop_namespaces, isolated_env,  # noqa: E402
+                     measure, reset_stores)
 
 STACK = [sys.executable, str(ROOT / "scripts" / "stack.py")]
 WORK = Path(tempfile.mkdtemp(prefix="streamapp-chaos-"))
@@ -44,59 +44,6 @@ def start_simulator(env: Dict[str, str], name: str, *args: str) -> Tuple[subproc
                              "--summary-json", str(summary), *args],
                             cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
     return proc, summary
-
-
-async def measure(env: Dict[str, str], summary: dict, with_audit: bool = True) -> Dict[str, int]:
-    """Compare stores with the summary; returns the scenario line's numbers."""
-    from streamapp.tally import tally
-
-
-    stores, cfg = stores_for(env), settings_for(env)
-    try:
-        async def settled():
-            return not expected_vs_tally(summary, await tally(stores, cfg))
-        await wait_until(settled, timeout=900, interval=5)
-        counts = await tally(stores, cfg)
-        expect = summary["expect"]
-        pg_expected = (sum(n for t, n in summary["per_type"].items()
-                           if t.split(".")[0] in ("user", "subscription", "payment", "preference"))
-                       + expect["postgres"]["ratings"])
-        pg_stored = counts["postgres"]["applied_events"] + counts["postgres"]["ratings"]
-        mongo_expected = expect["mongodb"]["movies"] + expect["mongodb"]["rated_votes"]
-        mongo_stored = counts["mongodb"]["movies"] + counts["mongodb"]["rated_votes"]
-        redis_expected = sum(expect["redis"].values())
-        redis_stored = sum(counts["redis"][k] for k in expect["redis"])
-        # Tables: the mirrored all-time counts must equal PostgreSQL's durable rows.
-        pool = await stores.postgres.pool()
-        durable = {r["movie_id"]: r["n"] for r in await pool.fetch(
-            "SELECT movie_id, count(*) AS n FROM ratings GROUP BY movie_id")}
-
-        async def mirrored():
-            board = dict(await stores.redis.top(stores.redis.keys.rated_all, 100_000))
-            return board if {k: int(v) for k, v in board.items()} == durable else None
-        board = await wait_until(mirrored, timeout=60, interval=2) or dict(
-            await stores.redis.top(stores.redis.keys.rated_all, 100_000))
-        table_total = int(sum(board.values()))
-        audit_stored = audit_expected = 0
-        if with_audit:
-            async def audited():
-                await stores.audit.refresh()
-                return await stores.audit.count(doc_kind="event") >= summary["valid"]
-            await wait_until(audited, timeout=300, interval=3)
-            audit_stored = await stores.audit.count(doc_kind="event")
-            audit_expected = summary["valid"]
-        pairs = [(pg_expected, pg_stored), (mongo_expected, mongo_stored),
-                 (redis_expected, redis_stored), (audit_expected, audit_stored),
-                 (sum(durable.values()), table_total)]
-        return {
-            "produced": summary["valid"],
-            "stored_postgres": pg_stored, "stored_mongo": mongo_stored,
-            "stored_redis": redis_stored, "stored_audit": audit_stored,
-            "lost": sum(max(0, want - got) for want, got in pairs),
-            "duplicated": sum(max(0, got - want) for want, got in pairs),
-        }
-    finally:
-        await stores.close()
 
 
 async def run_scenario(name: str, produce_args: List[str],

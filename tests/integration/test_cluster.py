@@ -1,0 +1,84 @@
+"""Two workers on the cluster profile: 3 Kafka brokers (replication factor 3,
+``min.insync.replicas=2``) and a 6-node Redis Cluster, one worker killed with
+``kill -9`` while the simulator produces.  Every store ends up exact, the
+rating boards equal PostgreSQL's durable rows, and any worker answers for the
+whole deployment.
+
+``make test`` brings the cluster profile up and sets ``TEST_CLUSTER=1``; then
+this module fails if the cluster is not there.  Run alone without it, it is
+skipped.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+
+import aiohttp
+import pytest
+
+from harness import (Worker, api_headers, cluster_up, isolated_env, measure, reset_stores,
+                     wait_until)
+
+pytestmark = pytest.mark.integration
+
+if not os.environ.get("TEST_CLUSTER"):
+    pytest.skip("TEST_CLUSTER is not set (make test sets it and starts the cluster profile)",
+                allow_module_level=True)
+
+PORTS = (6081, 6082)
+
+
+async def test_two_workers_survive_losing_one(tmp_path):
+    assert cluster_up(), "the cluster profile is not up (STACK_PROFILE=cluster make services-up)"
+    env = isolated_env(database="streamapp_test_cluster", cluster=True)
+    env["TABLE_STORE"] = "rocksdb://"
+    await reset_stores(env)
+    workers = [Worker({**env, "STREAMAPP_DATA_DIR": f"{env['STREAMAPP_DATA_DIR']}-{i}"},
+                      tmp_path / f"worker-{i}.log", port=port)
+               for i, port in enumerate(PORTS)]
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            await asyncio.to_thread(w.wait_ready, 120)
+        summary_path = tmp_path / "summary.json"
+        sim = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "streamapp.simulator", "--quiet", "--count", "4000",
+            "--rate", "400", "--seed", "41", "--summary-json", str(summary_path),
+            env={**os.environ, **env}, stdout=asyncio.subprocess.DEVNULL)
+        await asyncio.sleep(4)
+        workers[1].kill(signal.SIGKILL)  # its partitions move to worker 0
+        assert await asyncio.wait_for(sim.wait(), 120) == 0
+        summary = json.loads(summary_path.read_text())
+        result = await measure(env, summary)
+        assert result["lost"] == 0 and result["duplicated"] == 0, result
+        assert result["produced"] == summary["valid"]
+        assert workers[0].proc.poll() is None, workers[0].tail()
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15),
+                                         headers=api_headers()) as http:
+            async def stats():
+                async with http.get(f"http://127.0.0.1:{PORTS[0]}/api/stats/") as response:
+                    body = await response.json()
+                done = sum(body["events_consumed"].values()) >= summary["events"]
+                # the killed worker drops out once its heartbeat is stale
+                return response.status == 200 and done and len(body["workers"]) == 1 and body
+
+            body = await wait_until(stats, timeout=30, interval=1)
+            assert body, "committed offsets short of what was produced, or the dead worker listed"
+            async with http.get(f"http://127.0.0.1:{PORTS[0]}/api/health/") as response:
+                health = await response.json()
+            assert response.status == 200, health
+            ratings = health["consumer"]["topics"][f"{env['TOPIC_PREFIX']}.ratings"]
+            assert ratings["lag"] == 0
+            assert {p["owner"] for p in ratings["partitions"].values()} == {
+                body["workers"][0]["url"]}
+    finally:
+        for w in workers:
+            w.stop()
+        for i in range(len(PORTS)):
+            shutil.rmtree(f"{env['STREAMAPP_DATA_DIR']}-{i}", ignore_errors=True)
