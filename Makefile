@@ -7,11 +7,18 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STACK  := $(PY) scripts/stack.py
 
-.PHONY: run test chaos bench soak audit venv browser services-up services-down services-status services-wipe worker simulate clean
+# STACK_PROFILE=cluster (in the environment or as a make argument) selects
+# stack.py's cluster profile: three Kafka nodes and a six-node Redis Cluster
+# beside the shared PostgreSQL, MongoDB and OpenSearch (docs/stack.md).
+export STACK_PROFILE
+# The app's connection settings for that profile, for targets that start app processes.
+APP_ENV = app_env=$$($(STACK) env --export) && eval "$$app_env" &&
+
+.PHONY: run test chaos bench soak audit venv browser services-up services-down services-status services-wipe services-env worker simulate clean
 
 ## run: install, bring the stack up, start a worker and the simulator, print the URLs
 run: venv services-up
-	@$(PY) scripts/run.py
+	@$(APP_ENV) $(PY) scripts/run.py
 
 ## test: install, bring the stack up, run the unit and integration tests
 test: venv browser services-up
@@ -52,18 +59,22 @@ services-down:
 services-status:
 	$(STACK) status
 
+## services-env: the app's connection settings for the profile, NAME=value lines
+services-env:
+	@$(STACK) env
+
 ## services-wipe: stop everything and delete all data (downloads and builds stay cached)
 services-wipe:
 	$(STACK) wipe
 
 worker: venv
-	$(VENV)/bin/faust -A streamapp worker -l info
+	$(APP_ENV) $(VENV)/bin/faust -A streamapp worker -l info
 
 audit: venv
-	$(PY) -m streamapp.audit
+	$(APP_ENV) $(PY) -m streamapp.audit
 
 simulate: venv
-	$(PY) -m streamapp.simulator --count 0
+	$(APP_ENV) $(PY) -m streamapp.simulator --count 0
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .hypothesis
