@@ -1412,7 +1412,7 @@ def cmd_down(names: list[str], profile: str) -> int:
     """
     servers = selected(names, profile)
     if not names and (others := shared_in_use_by_other(profile)):
-        say(f"leaving {', '.join(SHARED_SERVICES)} running: {', '.join(others)} still use them")
+        say(f"leaving {', '.join(SHARED_SERVICES)} running: the other profile's {', '.join(others)} still run")
         servers = [s for s in servers if s.name not in SHARED_SERVICES]
     stop_parallel([s for s in servers if s.name in CLUSTER_NODES])
     for server in reversed(servers):
