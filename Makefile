@@ -7,20 +7,36 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STACK  := $(PY) scripts/stack.py
 
-.PHONY: run test chaos bench soak audit venv browser services-up services-down services-status services-wipe worker simulate clean
+# STACK_PROFILE=cluster (in the environment or as a make argument) selects
+# stack.py's cluster profile: three Kafka nodes and a six-node Redis Cluster
+# beside the shared PostgreSQL, MongoDB and OpenSearch (docs/stack.md).
+export STACK_PROFILE
+# The app's connection settings for that profile, for targets that start app processes.
+APP_ENV = app_env=$$($(STACK) env --export) && eval "$$app_env" &&
+
+.PHONY: run test chaos cluster-chaos bench soak audit venv browser services-up services-down services-status services-wipe services-env worker simulate clean
 
 ## run: install, bring the stack up, start the workers (WORKERS=1), the audit trail and the simulator, print the URLs
 WORKERS ?= 1
 run: venv services-up
-	@WORKERS=$(WORKERS) $(PY) scripts/run.py
+	@$(APP_ENV) WORKERS=$(WORKERS) $(PY) scripts/run.py
 
-## test: install, bring the stack up, run the unit and integration tests
-test: venv browser services-up
-	$(PY) -m pytest tests/unit tests/integration -m "not slow"
+## test: install, bring up both profiles (the cluster test needs the second), run the unit and integration tests
+test: venv browser
+	$(STACK) --profile single up
+	$(STACK) --profile cluster up
+	TEST_CLUSTER=1 TEST_REDIS_CLUSTER_URL=redis://127.0.0.1:7001/0 \
+		$(PY) -m pytest tests/unit tests/integration -m "not slow"
 
-## chaos: the long fault-injection scenarios (kill -9, store outages, broker restart)
-chaos: venv services-up
+## chaos: the long fault-injection scenarios on one node (kill -9, store outages, broker restart)
+chaos: venv
+	$(STACK) --profile single up
 	$(PY) -m tests.system.chaos
+
+## cluster-chaos: faults with several workers on 3 brokers and a Redis Cluster (not in CI)
+cluster-chaos: venv
+	$(STACK) --profile cluster up
+	$(PY) -m tests.system.cluster_chaos
 
 ## soak: 10 minutes of steady traffic; is the worker's memory flat?
 soak: venv services-up
@@ -53,18 +69,22 @@ services-down:
 services-status:
 	$(STACK) status
 
+## services-env: the app's connection settings for the profile, NAME=value lines
+services-env:
+	@$(STACK) env
+
 ## services-wipe: stop everything and delete all data (downloads and builds stay cached)
 services-wipe:
 	$(STACK) wipe
 
 worker: venv
-	$(VENV)/bin/faust -A streamapp worker -l info
+	$(APP_ENV) $(VENV)/bin/faust -A streamapp worker -l info
 
 audit: venv
-	$(PY) -m streamapp.audit
+	$(APP_ENV) $(PY) -m streamapp.audit
 
 simulate: venv
-	$(PY) -m streamapp.simulator --count 0
+	$(APP_ENV) $(PY) -m streamapp.simulator --count 0
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .hypothesis

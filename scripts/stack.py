@@ -7,11 +7,19 @@
     python scripts/stack.py logs SERVICE [-f]   show (or follow) a service's log
     python scripts/stack.py install [SERVICE...] download/build only
     python scripts/stack.py wipe                stop everything and delete data and logs
+    python scripts/stack.py kill SERVICE...     kill -9 (fault tests)
+    python scripts/stack.py env [--export]      the app's connection settings, NAME=value
+    python scripts/stack.py redis-master KEY    the Redis Cluster node that is master for KEY
 
 Services: kafka, postgres, mongodb, redis, opensearch. Everything lives under
 ``.stack/`` at the repo root (override with STACK_DIR): ``cache/`` for downloads
 and builds, ``data/<service>/``, ``logs/<service>.log`` and ``run/<service>.pid``.
 Ports come from the same environment variables the app reads. See docs/stack.md.
+
+STACK_PROFILE=cluster (or --profile cluster) selects the cluster profile:
+kafka-1..3 (KRaft, ports 19092-19094) and redis-7001..7006 (a Redis Cluster)
+beside the same postgres, mongodb and opensearch; there "kafka" and "redis"
+name all nodes of that kind. Node names work in either profile.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import argparse
 import base64
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -757,23 +766,607 @@ rootLogger.appenderRef.console.ref = console
 SERVERS: dict[str, Server] = {s.name: s for s in (Postgres(), Redis(), MongoDB(), Kafka(), OpenSearch())}
 
 
+# ------------------------------------------------------------------ cluster profile
+#
+# STACK_PROFILE=cluster (or --profile cluster) runs three Kafka KRaft nodes and a
+# six-node Redis Cluster on ports of their own, next to the single profile's
+# PostgreSQL, MongoDB and OpenSearch: the same servers (same ports, same data
+# dirs), so both profiles can run side by side. Fault tests import the functions
+# below (kafka_nodes, redis_nodes, cluster_nodes, redis_master_for_key,
+# kill_node, start_node, wait_kafka_cluster, wait_redis_cluster, ...).
+
+PROFILES = ("single", "cluster")
+SHARED_SERVICES = ("postgres", "mongodb", "opensearch")  # one server each, used by both profiles
+KAFKA_CLUSTER_PORTS = (19092, 19093, 19094)  # client listeners of kafka-1..3
+KAFKA_CONTROLLER_PORTS = (19192, 19193, 19194)  # their KRaft controller listeners
+REDIS_CLUSTER_PORTS = (7001, 7002, 7003, 7004, 7005, 7006)  # each node also uses port+10000 (bus)
+KAFKA_NODE_HEAP = ["-Xms128m", "-Xmx384m"]
+REDIS_NODE_TIMEOUT_MS = 5000  # a master is failed over about this long after it stops answering
+
+
+def current_profile() -> str:
+    """The profile named by STACK_PROFILE ("single" when unset)."""
+    profile = os.environ.get("STACK_PROFILE") or "single"
+    if profile not in PROFILES:
+        raise StackError(f"STACK_PROFILE={profile!r}: choose one of {', '.join(PROFILES)}")
+    return profile
+
+
+def run_async(factory):
+    """Run factory()'s coroutine to completion, also when called from a running event loop.
+
+    Fault tests are often async: there the coroutine runs on a loop of its own in
+    a helper thread (the caller's loop is blocked meanwhile, like any sync call).
+    """
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()
+
+
+def kafka_metadata(bootstrap: str, timeout_ms: int = 3000) -> tuple[dict[int, str], float]:
+    """{broker id: "host:port"} of the live brokers, as one Metadata request returns them."""
+    from aiokafka import AIOKafkaClient
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+    async def metadata() -> tuple[dict[int, str], float]:
+        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+        started = time.perf_counter()
+        try:
+            await client.bootstrap()
+            brokers = {b.nodeId: f"{b.host}:{b.port}" for b in client.cluster.brokers()}
+        finally:
+            await client.close()
+        return brokers, (time.perf_counter() - started) * 1000
+
+    return run_async(metadata)
+
+
+class KafkaNode(Server):
+    """One of the cluster profile's Kafka 3.9.1 KRaft nodes: broker and controller in one JVM.
+
+    Uses the single profile's jars (cache/kafka). All three are formatted with
+    the same cluster id (kafka_cluster_id()) and vote in a static quorum.
+    """
+
+    start_timeout = 120.0
+    stop_timeout = 20.0  # stopping all three at once can hang in controlled shutdown
+
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+        self.name = f"kafka-{node_id}"
+
+    @property
+    def port(self) -> int:
+        return KAFKA_CLUSTER_PORTS[self.node_id - 1]
+
+    @property
+    def controller_port(self) -> int:
+        return KAFKA_CONTROLLER_PORTS[self.node_id - 1]
+
+    def install(self) -> None:
+        maven_fetch(CACHE / "kafka", Kafka.coordinates)
+
+    def java(self, main: str, *args: str) -> list[str]:
+        return [tool("java", "openjdk-17-jre-headless"), *KAFKA_NODE_HEAP, "-Djava.awt.headless=true",
+                f"-Dlog4j.configuration=file:{self.data / 'log4j.properties'}",
+                "-cp", f"{CACHE / 'kafka' / 'lib'}/*", main, *args]
+
+    def prepare(self) -> None:
+        super().prepare()
+        (self.data / "server.properties").write_text(self.server_properties())
+        (self.data / "log4j.properties").write_text(KAFKA_LOG4J)
+        if not (self.data / "log-dirs" / "meta.properties").exists():
+            run(self.java("kafka.tools.StorageTool", "format", "--ignore-formatted",
+                          "-t", kafka_cluster_id(), "-c", str(self.data / "server.properties")))
+
+    def server_properties(self) -> str:
+        voters = ",".join(f"{n}@{BIND_HOST}:{p}" for n, p in enumerate(KAFKA_CONTROLLER_PORTS, start=1))
+        host, port, controller = BIND_HOST, self.port, self.controller_port
+        return textwrap.dedent(f"""\
+            # Written by scripts/stack.py on every start; edit the script, not this file.
+            process.roles=broker,controller
+            node.id={self.node_id}
+            controller.quorum.voters={voters}
+            listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}
+            advertised.listeners=PLAINTEXT://{host}:{port}
+            controller.listener.names=CONTROLLER
+            inter.broker.listener.name=PLAINTEXT
+            listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+            log.dirs={self.data / 'log-dirs'}
+            num.partitions=4
+            auto.create.topics.enable=true
+            default.replication.factor=3
+            min.insync.replicas=2
+            unclean.leader.election.enable=false
+            offsets.topic.replication.factor=3
+            transaction.state.log.replication.factor=3
+            transaction.state.log.min.isr=2
+            group.initial.rebalance.delay.ms=0
+            # Three JVMs on a dev box: fewer threads, smaller buffers than a server's.
+            num.network.threads=2
+            num.io.threads=4
+            background.threads=4
+            log.cleaner.dedupe.buffer.size=16777216
+            """)
+
+    def command(self) -> list[str]:
+        return self.java(Kafka.main_class, str(self.data / "server.properties"))
+
+    def signature(self) -> str:
+        return str(self.data / "server.properties")
+
+    def probe(self) -> str:
+        """Metadata from this node, which must list itself among the live brokers."""
+        if not port_open(self.port):  # spares aiokafka's noisy retry logging
+            raise ConnectionRefusedError(f"nothing listens on {self.address}")
+        brokers, ms = kafka_metadata(self.address)
+        if self.node_id not in brokers:
+            raise StackError(f"answers, but broker {self.node_id} is not live yet "
+                             f"(live: {sorted(brokers) or 'none'})")
+        return f"metadata ok, live brokers {sorted(brokers)}, {ms:.0f} ms"
+
+
+def kafka_cluster_id() -> str:
+    """The cluster profile's Kafka cluster id: an existing node's, else made once."""
+    for node in KAFKA_NODES:
+        meta = node.data / "log-dirs" / "meta.properties"
+        if meta.exists():
+            for line in meta.read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1].strip()
+    path = DATA / "kafka-cluster.id"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+    return path.read_text().strip()
+
+
+def redis_call(port: int, *args: str, timeout: float = 2.0):
+    """One raw command to the Redis node on port (no client-side parsing, no redirects)."""
+    import redis
+
+    connection = redis.Connection(host=BIND_HOST, port=port, socket_timeout=timeout,
+                                  socket_connect_timeout=timeout, decode_responses=True)
+    try:
+        connection.send_command(*args)
+        return connection.read_response()
+    finally:
+        connection.disconnect()
+
+
+def parse_info(text: str) -> dict[str, str]:
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+class RedisNode(Server):
+    """One of the cluster profile's six Redis Cluster nodes: Debian's redis-server, AOF as
+    the single node, its own nodes.conf in its data dir (kept across restarts)."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self.name = f"redis-{port}"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def install(self) -> None:
+        tool("redis-server", "redis-server")
+        tool("redis-cli", "redis-tools")
+
+    def command(self) -> list[str]:
+        return [tool("redis-server", "redis-server"), "--bind", BIND_HOST, "--port", str(self.port),
+                "--cluster-enabled", "yes", "--cluster-config-file", str(self.data / "nodes.conf"),
+                "--cluster-node-timeout", str(REDIS_NODE_TIMEOUT_MS),
+                "--dir", str(self.data), "--appendonly", "yes", "--appendfsync", "everysec",
+                "--save", "", "--daemonize", "no", "--logfile", ""]
+
+    def signature(self) -> str:
+        return "redis-server"  # redis rewrites its cmdline to "redis-server host:port [cluster]"
+
+    def is_ours(self, pid: int) -> bool:
+        """Redis hides its arguments, so also check it runs in our data dir (--dir)."""
+        try:
+            return super().is_ours(pid) and Path(f"/proc/{pid}/cwd").resolve() == self.data.resolve()
+        except OSError:
+            return False
+
+    def cluster_info(self) -> dict[str, str]:
+        return parse_info(redis_call(self.port, "CLUSTER", "INFO"))
+
+    def healthy(self) -> str:
+        """While starting: PING (a new node is not in a cluster yet)."""
+        if redis_call(self.port, "PING") != "PONG":
+            raise StackError("PING did not answer PONG")
+        return "PING ok"
+
+    def probe(self) -> str:
+        started = time.perf_counter()
+        info = self.cluster_info()
+        ms = (time.perf_counter() - started) * 1000
+        if info.get("cluster_state") != "ok":
+            raise StackError(f"cluster_state:{info.get('cluster_state')} "
+                             f"(slots ok {info.get('cluster_slots_ok')}, known nodes {info.get('cluster_known_nodes')})")
+        me = next((n for n in cluster_nodes(via=self.port) if n.myself), None)
+        role = "?" if me is None else (
+            f"master {','.join(f'{a}-{b}' for a, b in me.slots) or 'no slots'}" if me.role == "master"
+            else f"replica of {node_name_for(me.master_id, via=self.port)}")
+        return f"cluster_state:ok, {role}, {ms:.0f} ms"
+
+
+KAFKA_NODES: list[KafkaNode] = [KafkaNode(n) for n in (1, 2, 3)]
+REDIS_NODES: list[RedisNode] = [RedisNode(p) for p in REDIS_CLUSTER_PORTS]
+CLUSTER_NODES: dict[str, Server] = {s.name: s for s in (*REDIS_NODES, *KAFKA_NODES)}
+#: In the cluster profile "kafka" and "redis" name all nodes of that kind.
+CLUSTER_GROUPS: dict[str, list[Server]] = {"kafka": list(KAFKA_NODES), "redis": list(REDIS_NODES)}
+
+
+def profile_servers(profile: str) -> dict[str, Server]:
+    """The servers of a profile, in start order (FerretDB needs PostgreSQL first)."""
+    if profile == "single":
+        return SERVERS
+    return {"postgres": SERVERS["postgres"], "mongodb": SERVERS["mongodb"], **CLUSTER_NODES,
+            "opensearch": SERVERS["opensearch"]}
+
+
+def own_servers(profile: str) -> list[Server]:
+    """The servers only this profile runs (not the shared stores)."""
+    return [s for s in profile_servers(profile).values() if s.name not in SHARED_SERVICES]
+
+
+def profile_env(profile: str | None = None) -> dict[str, str]:
+    """The app's connection settings for a profile (what `stack.py env` prints).
+
+    Shared stores come from the environment or the app's defaults, as
+    streamapp/config.py reads them; the cluster profile's Kafka and Redis are
+    fixed. REDIS_CLUSTER tells the app to use a Redis Cluster client.
+    """
+    profile = profile or current_profile()
+    env = {
+        "KAFKA_BOOTSTRAP": os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        "POSTGRES_DSN": os.environ.get("POSTGRES_DSN", "postgresql://streamapp@127.0.0.1:5432/streamapp"),
+        "MONGODB_URL": os.environ.get("MONGODB_URL", "mongodb://127.0.0.1:27017/streamapp"),
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "ELASTICSEARCH_URL": os.environ.get("ELASTICSEARCH_URL", "http://127.0.0.1:9200"),
+        "REDIS_CLUSTER": "false",
+        "TOPIC_REPLICAS": os.environ.get("TOPIC_REPLICAS", "1"),
+    }
+    if profile == "cluster":
+        env.update({
+            "KAFKA_BOOTSTRAP": ",".join(node.address for node in KAFKA_NODES),
+            "REDIS_URL": f"redis://{REDIS_NODES[0].address}/0",
+            "REDIS_CLUSTER": "true",
+            "TOPIC_REPLICAS": "3",
+        })
+    return env
+
+
+# --- node control, for fault tests
+
+
+def kafka_nodes() -> list[KafkaNode]:
+    """The three Kafka nodes (.name kafka-N, .node_id N, .port, .address, .pid())."""
+    return list(KAFKA_NODES)
+
+
+def redis_nodes() -> list[RedisNode]:
+    """The six Redis Cluster nodes (.name redis-PORT, .port, .address, .pid())."""
+    return list(REDIS_NODES)
+
+
+def node(name: str) -> Server:
+    """Any server of either profile by name (kafka-2, redis-7003, postgres, ...)."""
+    found = CLUSTER_NODES.get(name) or SERVERS.get(name)
+    if found is None:
+        raise StackError(f"no server named {name!r}")
+    return found
+
+
+def kill_node(name: str) -> None:
+    """kill -9 a server this script started, and wait until it is gone."""
+    server = node(name)
+    pid = server.pid()
+    if pid is None:
+        raise StackError(f"{name}: not running (or not started by this script)")
+    say(f"{name}: kill -9 pid {pid}")
+    os.killpg(pid, signal.SIGKILL)
+    if server.process is not None and server.process.pid == pid:
+        server.process.wait()  # started from this process: reap it
+    while proc_cmdline(pid) is not None:
+        time.sleep(0.05)
+    server.pidfile.unlink(missing_ok=True)
+
+
+def stop_node(name: str) -> None:
+    """Stop one server politely (SIGKILL after its stop timeout)."""
+    node(name).stop()
+
+
+def start_node(name: str, wait: bool = True) -> None:
+    """Start one server; with wait, until it is healthy and its cluster is whole again."""
+    server = node(name)
+    server.install()
+    server.start()
+    if not wait:
+        return
+    say(f"{name}: healthy ({server.wait_healthy()})")
+    if isinstance(server, RedisNode):
+        wait_redis_cluster()
+    elif isinstance(server, KafkaNode):
+        wait_kafka_cluster()
+
+
+def stop_parallel(servers: list[Server]) -> None:
+    """Stop servers at the same time; each is SIGKILLed after its own stop timeout."""
+    if not servers:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(servers)) as pool:
+        for future in [pool.submit(server.stop) for server in servers]:
+            future.result()
+
+
+# --- Kafka cluster state
+
+
+def wait_kafka_cluster(timeout: float = 120.0) -> str:
+    """Wait until the live brokers are exactly the Kafka nodes that run, and groups work.
+
+    "Groups work" means the group coordinator answers an OffsetFetch: right after
+    a start, __consumer_offsets does not exist yet and admin calls fail with
+    GroupCoordinatorNotAvailable. After a kill -9 this waits until the controller
+    has fenced the dead broker (broker.session.timeout.ms, 9 s).
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def group_coordinator(bootstrap: str) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            await admin.list_consumer_group_offsets("stack-py-health")
+        finally:
+            await admin.close()
+
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [n for n in KAFKA_NODES if port_open(n.port)]
+        try:
+            if not running:
+                raise StackError("no Kafka node runs")
+            bootstrap = ",".join(n.address for n in running)
+            brokers, _ = kafka_metadata(bootstrap)
+            if set(brokers) != {n.node_id for n in running}:
+                raise StackError(f"live brokers {sorted(brokers)}, running nodes "
+                                 f"{[n.node_id for n in running]}")
+            run_async(lambda: group_coordinator(bootstrap))
+            detail = f"brokers {sorted(brokers)} live, group coordinator answers"
+            if len(running) == len(KAFKA_NODES):
+                if lagging := kafka_under_replicated():
+                    raise StackError(f"{len(lagging)} partition(s) not fully in sync, e.g. {lagging[:3]}")
+                detail += ", every partition fully in sync"
+            return detail
+        except Exception as error:
+            if time.monotonic() > deadline:
+                raise StackError(f"kafka cluster not ready after {timeout:.0f} s: {error}") from error
+        time.sleep(1.0)
+
+
+def kafka_describe(topics: list[str] | None = None) -> list[dict]:
+    """aiokafka's describe_topics for the named topics (all topics, internal ones too, if None)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    bootstrap = ",".join(n.address for n in KAFKA_NODES)
+
+    async def describe() -> list[dict]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            return await admin.describe_topics(topics if topics is not None else await admin.list_topics())
+        finally:
+            await admin.close()
+
+    return run_async(describe)
+
+
+def kafka_under_replicated() -> list[str]:
+    """"topic/partition" of every partition whose in-sync replicas are fewer than its replicas.
+
+    After a broker restarts its replicas catch up before they count for
+    min.insync.replicas again: kill another broker before this is empty and
+    acks=all producers of those partitions get NotEnoughReplicas.
+    """
+    return [f"{t['topic']}/{p['partition']}" for t in kafka_describe() for p in t["partitions"]
+            if len(p["isr"]) < len(p["replicas"])]
+
+
+def kafka_leaders(topic: str) -> dict[int, dict]:
+    """{partition: {"leader": id (-1 if none), "replicas": [...], "isr": [...]}} of a topic.
+
+    Ask rather than assume: a restarted broker leads nothing until the periodic
+    preferred-leader election (leader.imbalance.check.interval.seconds, 300 s).
+    """
+    (described,) = kafka_describe([topic])
+    return {p["partition"]: {"leader": p["leader"], "replicas": list(p["replicas"]), "isr": list(p["isr"])}
+            for p in described["partitions"]}
+
+
+# --- Redis Cluster state
+
+
+class RedisClusterNode:
+    """One line of CLUSTER NODES, as one node sees the cluster."""
+
+    def __init__(self, line: str) -> None:
+        fields = line.split()
+        self.node_id, address, flags, master = fields[0], fields[1], fields[2], fields[3]
+        host, port = address.split("@", 1)[0].rsplit(":", 1)
+        self.host, self.port = host, int(port)
+        self.name = f"redis-{self.port}"
+        self.flags = tuple(flags.split(","))
+        self.myself = "myself" in self.flags
+        self.role = "master" if "master" in self.flags else "replica"
+        self.master_id = None if master == "-" else master
+        self.failed = "fail" in self.flags or "fail?" in self.flags
+        self.link = fields[7]
+        self.slots: list[tuple[int, int]] = []
+        for item in fields[8:]:
+            if item.startswith("["):  # a slot being migrated or imported
+                continue
+            start, _, end = item.partition("-")
+            self.slots.append((int(start), int(end or start)))
+
+    def serves(self, slot: int) -> bool:
+        return any(start <= slot <= end for start, end in self.slots)
+
+    def __repr__(self) -> str:
+        return f"<{self.name} {self.role}{' failed' if self.failed else ''} {self.slots or self.master_id}>"
+
+
+def cluster_nodes(via: int | None = None) -> list[RedisClusterNode]:
+    """The Redis Cluster's nodes as the node on port `via` (default: the first that answers) sees them."""
+    ports = [via] if via else [n.port for n in REDIS_NODES]
+    last_error: Exception | None = None
+    for port in ports:
+        try:
+            text = redis_call(port, "CLUSTER", "NODES")
+        except Exception as error:
+            last_error = error
+            continue
+        return [RedisClusterNode(line) for line in text.splitlines() if line.strip()]
+    raise StackError(f"no Redis Cluster node answers ({last_error})")
+
+
+def node_name_for(node_id: str | None, via: int | None = None) -> str:
+    for entry in cluster_nodes(via):
+        if entry.node_id == node_id:
+            return entry.name
+    return str(node_id)
+
+
+def redis_key_slot(key: str | bytes) -> int:
+    """The hash slot of a key (CRC16 of the key or its {hash tag}, mod 16384)."""
+    from redis.crc import key_slot
+
+    return key_slot(key.encode() if isinstance(key, str) else key)
+
+
+def redis_master_for_slot(slot: int, timeout: float = 10.0) -> RedisClusterNode:
+    """The master that serves a slot, confirmed by that master itself."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            candidates = [n for n in cluster_nodes() if n.role == "master" and not n.failed and n.serves(slot)]
+            for candidate in candidates:
+                me = next(n for n in cluster_nodes(via=candidate.port) if n.myself)
+                if me.role == "master" and me.serves(slot):
+                    return me
+            problem = f"no live master confirms slot {slot} (candidates {candidates})"
+        except Exception as error:
+            problem = str(error)
+        if time.monotonic() > deadline:
+            raise StackError(problem)
+        time.sleep(0.5)
+
+
+def redis_master_for_key(key: str | bytes, timeout: float = 10.0) -> RedisClusterNode:
+    """The master that holds a key (.name like "redis-7002", .port, .node_id)."""
+    return redis_master_for_slot(redis_key_slot(key), timeout)
+
+
+def wait_redis_cluster(timeout: float = 60.0) -> str:
+    """Wait until the Redis nodes that run form a whole cluster again.
+
+    Every running node reports cluster_state:ok, all of them agree on which
+    master serves which slots, those masters all run (so after a master's
+    kill -9 this waits for its replica's promotion), and every running replica
+    has its replication link up (so a restarted node has synced).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            running = [n for n in REDIS_NODES if port_open(n.port)]
+            if not running:
+                raise StackError("no Redis Cluster node runs")
+            running_ports = {n.port for n in running}
+            views = set()
+            for server in running:
+                info = server.cluster_info()
+                if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != "16384":
+                    raise StackError(f"{server.name}: cluster_state:{info.get('cluster_state')}, "
+                                     f"slots ok {info.get('cluster_slots_ok')}")
+                entries = cluster_nodes(via=server.port)
+                for entry in entries:
+                    if entry.slots and (entry.port not in running_ports or entry.failed):
+                        raise StackError(f"{server.name} still sees slots on {entry.name}, which does not run")
+                views.add(frozenset((e.name, tuple(e.slots)) for e in entries if e.role == "master" and e.slots))
+                replication = parse_info(redis_call(server.port, "INFO", "replication"))
+                if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
+                    raise StackError(f"{server.name}: replication link {replication.get('master_link_status')}")
+            if len(views) != 1:
+                raise StackError(f"the nodes disagree on who serves which slots: {views}")
+            return f"cluster_state:ok on {', '.join(n.name for n in running)}"
+        except Exception as error:
+            if time.monotonic() > deadline:
+                raise StackError(f"redis cluster not ready after {timeout:.0f} s: {error}") from error
+        time.sleep(0.5)
+
+
+def create_redis_cluster_if_new() -> None:
+    """`redis-cli --cluster create` once: when all six nodes answer and none is in a cluster yet."""
+    infos = {n.name: n.cluster_info() for n in REDIS_NODES}  # raises if a node does not answer
+    assigned = {name: int(info.get("cluster_slots_assigned", 0)) for name, info in infos.items()}
+    known = {name: int(info.get("cluster_known_nodes", 1)) for name, info in infos.items()}
+    if all(a == 0 for a in assigned.values()) and all(k == 1 for k in known.values()):
+        say("redis cluster: creating (3 masters, 3 replicas)")
+        run([tool("redis-cli", "redis-tools"), "--cluster", "create", *(n.address for n in REDIS_NODES),
+             "--cluster-replicas", "1", "--cluster-yes"])
+        return
+    if all(a == 16384 for a in assigned.values()) and all(k == len(REDIS_NODES) for k in known.values()):
+        return
+    raise StackError(f"the Redis Cluster is half made (slots assigned {assigned}, known nodes {known}); "
+                     "`STACK_PROFILE=cluster scripts/stack.py wipe` starts it afresh")
+
+
 # --------------------------------------------------------------------------- verbs
 
 
-def selected(names: list[str]) -> list[Server]:
-    return [SERVERS[n] for n in names] if names else list(SERVERS.values())
+def selected(names: list[str], profile: str = "single") -> list[Server]:
+    """The named servers (all of the profile's when none is named).
+
+    Node names (kafka-2, redis-7003) are the same in every profile; in the
+    cluster profile "kafka" and "redis" name all nodes of that kind.
+    """
+    servers = profile_servers(profile)
+    if not names:
+        return list(servers.values())
+    chosen: list[Server] = []
+    for name in names:
+        if profile == "cluster" and name in CLUSTER_GROUPS:
+            chosen += CLUSTER_GROUPS[name]
+        else:
+            chosen.append(servers.get(name) or node(name))
+    return list(dict.fromkeys(chosen))  # once each, in order
 
 
-def cmd_install(names: list[str]) -> int:
-    for server in selected(names):
+def cmd_install(names: list[str], profile: str) -> int:
+    for server in selected(names, profile):
         server.install()
     say("installed")
     return 0
 
 
-def cmd_up(names: list[str]) -> int:
+def cmd_up(names: list[str], profile: str) -> int:
     """Install, launch every server, then wait for each (JVMs start in parallel)."""
-    servers = selected(names)
+    servers = selected(names, profile)
     for server in servers:
         server.install()
     ours, failures = [], 0
@@ -790,18 +1383,47 @@ def cmd_up(names: list[str]) -> int:
         except StackError as error:
             print(f"stack: {error}", file=sys.stderr)
             failures += 1
-    return 1 if failures else 0
-
-
-def cmd_down(names: list[str]) -> int:
-    for server in reversed(selected(names)):
-        server.stop()
+    if failures:
+        return 1
+    try:
+        if any(isinstance(s, RedisNode) for s in servers):
+            if all(port_open(n.port) for n in REDIS_NODES):
+                create_redis_cluster_if_new()
+            say(f"redis cluster: {wait_redis_cluster()}")
+        if any(isinstance(s, KafkaNode) for s in servers):
+            say(f"kafka cluster: {wait_kafka_cluster()}")
+    except StackError as error:
+        print(f"stack: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
-def cmd_status() -> int:
+def shared_in_use_by_other(profile: str) -> list[str]:
+    """Servers of the other profile that run (they still need the shared stores)."""
+    other = "cluster" if profile == "single" else "single"
+    return [s.name for s in own_servers(other) if s.pid()]
+
+
+def cmd_down(names: list[str], profile: str) -> int:
+    """Stop the servers; cluster nodes in parallel with a bounded wait, the rest in reverse order.
+
+    A whole-profile down leaves the shared stores running while the other
+    profile's own servers still run.
+    """
+    servers = selected(names, profile)
+    if not names and (others := shared_in_use_by_other(profile)):
+        say(f"leaving {', '.join(SHARED_SERVICES)} running: the other profile's {', '.join(others)} still run")
+        servers = [s for s in servers if s.name not in SHARED_SERVICES]
+    stop_parallel([s for s in servers if s.name in CLUSTER_NODES])
+    for server in reversed(servers):
+        if server.name not in CLUSTER_NODES:
+            server.stop()
+    return 0
+
+
+def cmd_status(profile: str) -> int:
     all_up = True
-    for server in SERVERS.values():
+    for server in profile_servers(profile).values():
         try:
             detail, state = server.probe(), "up"
         except Exception as error:
@@ -812,16 +1434,45 @@ def cmd_status() -> int:
     return 0 if all_up else 1
 
 
-def cmd_wipe() -> int:
-    cmd_down([])
+def cmd_wipe(profile: str) -> int:
+    """Stop the profile and delete data and logs (the cache stays).
+
+    While the other profile still runs, only this profile's own servers' data
+    and logs go; the shared stores (and the other profile) are kept.
+    """
+    cmd_down([], profile)
+    if others := shared_in_use_by_other(profile):
+        for server in own_servers(profile):
+            shutil.rmtree(server.data, ignore_errors=True)
+            server.log.unlink(missing_ok=True)
+            server.pidfile.unlink(missing_ok=True)
+        if profile == "cluster":
+            (DATA / "kafka-cluster.id").unlink(missing_ok=True)
+        say(f"wiped the {profile} profile's own servers; kept the shared stores ({', '.join(others)} run)")
+        return 0
     for path in (DATA, LOGS, RUN):
         shutil.rmtree(path, ignore_errors=True)
     say(f"wiped data and logs under {STACK} (kept {CACHE})")
     return 0
 
 
+def cmd_kill(names: list[str], profile: str) -> int:
+    """kill -9, for fault tests: the server gets no chance to clean up."""
+    for server in selected(names, profile):
+        kill_node(server.name)
+    return 0
+
+
+def cmd_env(profile: str, export: bool) -> int:
+    import shlex
+
+    for name, value in profile_env(profile).items():
+        print(f"export {name}={shlex.quote(value)}" if export else f"{name}={value}")
+    return 0
+
+
 def cmd_logs(name: str, follow: bool) -> int:
-    log = SERVERS[name].log
+    log = node(name).log
     if not log.exists():
         raise StackError(f"no log yet at {log}")
     os.execvp("tail", ["tail", "-n", "100", *(["-F"] if follow else []), str(log)])
@@ -835,42 +1486,64 @@ def use_project_venv() -> None:
         os.execv(python, [str(python), __file__, *sys.argv[1:]])
 
 
+ALL_NAMES = list(dict.fromkeys([*SERVERS, *CLUSTER_NODES]))
+
+
 def service_name(value: str) -> str:
-    if value not in SERVERS:
-        raise argparse.ArgumentTypeError(f"unknown service {value!r} (choose from {', '.join(SERVERS)})")
+    if value not in ALL_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown service {value!r} (choose from {', '.join(ALL_NAMES)})")
     return value
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="stack.py", description=__doc__.split("\n")[0])
+    # --profile goes before or after the verb: `stack.py --profile cluster up` or `stack.py up --profile cluster`.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", choices=PROFILES, default=argparse.SUPPRESS,
+                        help="single (default) or cluster; default from STACK_PROFILE")
+    parser = argparse.ArgumentParser(prog="stack.py", description=__doc__.split("\n")[0], parents=[common])
     verbs = parser.add_subparsers(dest="verb", required=True)
+    add_verb = functools.partial(verbs.add_parser, parents=[common])
+    names_help = (f"{', '.join(SERVERS)}; cluster nodes {', '.join(CLUSTER_NODES)} "
+                  "(in the cluster profile kafka and redis mean all nodes of that kind)")
     for verb, help_text in [("up", "install if needed, start and wait until healthy"),
                             ("down", "stop servers this script started; keep data"),
                             ("install", "download and build only")]:
-        verbs.add_parser(verb, help=help_text).add_argument(
-            "services", nargs="*", metavar="SERVICE", type=service_name, help=", ".join(SERVERS))
-    verbs.add_parser("status", help="check every server with a real protocol request")
-    verbs.add_parser("wipe", help="stop everything, delete data and logs, keep the cache")
-    logs = verbs.add_parser("logs", help="show the end of a server's log")
-    logs.add_argument("service", choices=list(SERVERS))
+        add_verb(verb, help=help_text).add_argument(
+            "services", nargs="*", metavar="SERVICE", type=service_name, help=names_help)
+    add_verb("kill", help="kill -9 servers this script started (fault tests)").add_argument(
+        "services", nargs="+", metavar="SERVICE", type=service_name, help=names_help)
+    add_verb("status", help="check every server with a real protocol request")
+    add_verb("wipe", help="stop everything, delete data and logs, keep the cache")
+    env = add_verb("env", help="print the app's connection settings for the profile")
+    env.add_argument("--export", action="store_true", help="as shell-quoted export lines")
+    master = add_verb("redis-master", help="print the Redis Cluster node that is master for a key")
+    master.add_argument("key")
+    logs = add_verb("logs", help="show the end of a server's log")
+    logs.add_argument("service", choices=ALL_NAMES)
     logs.add_argument("-f", "--follow", action="store_true", help="keep following the log")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    profile = getattr(args, "profile", None) or current_profile()
     if args.verb == "logs":
         return cmd_logs(args.service, args.follow)
+    if args.verb == "env":
+        return cmd_env(profile, args.export)
     use_project_venv()
     if args.verb == "status":
-        return cmd_status()
+        return cmd_status(profile)
+    if args.verb == "redis-master":
+        print(redis_master_for_key(args.key).name)
+        return 0
     STACK.mkdir(parents=True, exist_ok=True)
     with (STACK / "stack.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one stack.py at a time changes the stack
         if args.verb == "wipe":
-            return cmd_wipe()
-        verb = {"up": cmd_up, "down": cmd_down, "install": cmd_install}[args.verb]
-        return verb(args.services)
+            return cmd_wipe(profile)
+        verb = {"up": cmd_up, "down": cmd_down, "install": cmd_install, "kill": cmd_kill}[args.verb]
+        return verb(args.services, profile)
 
 
 if __name__ == "__main__":
