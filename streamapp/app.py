@@ -7,6 +7,7 @@ runs.  Agents and tables are found by autodiscovery in the ``agents`` and
 """
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import faust
@@ -36,6 +37,7 @@ def broker_options(cfg: Settings) -> dict:
         # partitions move; Faust's default of 60 s leaves them idle for a minute.
         broker_session_timeout=15.0,
         broker_heartbeat_interval=3.0,
+        consumer_metadata_max_age_ms=cfg.consumer_metadata_max_age_ms,
     )
 
 
@@ -80,6 +82,21 @@ def _serve_our_metrics(app: faust.App) -> None:
     @app.page("/metrics")
     async def metrics(self, request):
         return self.bytes(generate_latest(REGISTRY), content_type="text/plain")
+
+
+async def know_partitions(app: faust.App, topic: str, timeout: float = 5.0) -> None:
+    """Make sure the app's producer can hash keys of ``topic`` to partitions.
+
+    Faust's router and ``producer.key_partition`` use the producer's
+    partitioner, which reads that producer's cluster metadata.  The app never
+    produces to the topics it routes by (the ratings topic, the changelogs),
+    so that metadata may lack them and the lookup fails with a ``TypeError``
+    deep in aiokafka (seen after a rebalance on a three-broker cluster).
+    Asking once adds the topic, which the producer then keeps fresh.
+    """
+    producer = app.producer._ensure_producer()  # the aiokafka producer
+    if producer._metadata.partitions_for_topic(topic) is None:
+        await asyncio.wait_for(producer.partitions_for(topic), timeout)
 
 
 app = create_app(settings)

@@ -46,7 +46,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from faust.streams import _current_event
 
-from streamapp.app import app
+from streamapp.app import app, know_partitions
 from streamapp.config import settings
 from streamapp.stores import stores
 from streamapp.topics import ratings_topic
@@ -257,6 +257,7 @@ async def _owned_totals() -> Dict[str, Tuple[int, int]]:
     """Totals of every rated title whose ratings partition this worker owns."""
     topic = ratings_topic.get_topic_name()
     mine = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+    await know_partitions(app, topic)
     return {movie: value for movie, value in (await stores.postgres.title_totals()).items()
             if app.producer.key_partition(topic, movie.encode()).partition in mine}
 

@@ -45,12 +45,11 @@ from faust.web.exceptions import WebError
 from tables.ratings import (HOPPING, TUMBLING, hopping_count, tumbling_count,
                             window_start)
 
-from ..app import app
+from ..app import app, know_partitions
 from ..config import settings
 from ..deployment import add_up, deployment, owners
 from ..stores import stores
-from ..topics import (STREAM_OF_TOPIC, STREAM_OF_TYPE, STREAMS, deadletter_topic, outcomes_topic,
-                      ratings_topic)
+from ..topics import STREAM_OF_TOPIC, STREAM_OF_TYPE, STREAMS, ratings_topic
 
 log = logging.getLogger(__name__)
 
@@ -224,19 +223,9 @@ def window_board_key(label: str, now: float) -> Tuple[str, float]:
 
 
 async def ensure_route_metadata(topic: str) -> None:
-    """Make sure Faust's router can hash keys of ``topic``.
-
-    ``app.router`` maps a key to a partition with the app producer's
-    partitioner, which reads that producer's cluster metadata.  The app never
-    produces to the topics it routes by (the ratings topic, the changelogs),
-    so that metadata may lack them and the lookup fails with a ``TypeError``
-    deep in aiokafka.  Asking once adds the topic to the producer's
-    metadata, which it then keeps fresh.
-    """
+    """Make sure Faust's router can hash keys of ``topic`` (``know_partitions``)."""
     try:
-        producer = app.producer._ensure_producer()  # the aiokafka producer
-        if producer._metadata.partitions_for_topic(topic) is None:
-            await asyncio.wait_for(producer.partitions_for(topic), STORE_TIMEOUT_S)
+        await know_partitions(app, topic, STORE_TIMEOUT_S)
     except Exception as exc:  # producer not started yet, broker unreachable ...
         raise StoreUnavailable("kafka", exc) from exc
 
@@ -498,11 +487,9 @@ def local_partitions() -> Dict[str, List[int]]:
 
 
 def source_topics() -> List[str]:
-    """The topics whose offsets the consumer group commits."""
-    topics = [stream.topic_name for stream in STREAMS.values()]
-    if settings.audit_in_worker:
-        topics += [outcomes_topic.get_topic_name(), deadletter_topic.get_topic_name()]
-    return topics
+    """The topics whose offsets the workers' consumer group commits (the
+    audit trail reads the outcomes and dead letters in a group of its own)."""
+    return [stream.topic_name for stream in STREAMS.values()]
 
 
 async def consumer_lag(workers: List[Dict[str, Any]]) -> Dict[str, Any]:
