@@ -15,7 +15,7 @@ run: venv services-up
 
 ## test: install, bring the stack up, run the unit and integration tests
 test: venv browser services-up
-	$(PY) -m pytest tests/unit tests/integration -m "not slow"
+	$(PY) -m pytest tests/unit tests/contract tests/integration -m "not slow"
 
 ## chaos: the long fault-injection scenarios (kill -9, store outages, broker restart)
 chaos: venv services-up
