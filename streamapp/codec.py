@@ -88,6 +88,11 @@ _PATTERNS = {name: re.compile(pattern) for name, pattern in PATTERNS.items()}
 _DIGIT_RUN = re.compile(r"\d{13,19}")
 
 
+#: How the Limits table names fields whose name alone is ambiguous.
+_LABELS = {"value": "`value` (`preference.set`)", "key": "`key` (`preference.set`)",
+           "width": "`width` (each `artwork` item)", "height": "`height` (each `artwork` item)"}
+
+
 def limit_rows() -> Tuple[str, ...]:
     """The rows of the "Limits" table in docs/events.md, from the values above
     (``tests/contract`` checks that the page has every one of them)."""
@@ -101,14 +106,16 @@ def limit_rows() -> Tuple[str, ...]:
         ("`occurred_at`", f"matches {code(TIMESTAMP_PATTERN)}", "bad_timestamp"),
         ("`occurred_at`", f"from {EARLIEST:%Y-%m-%dT%H:%M:%SZ} to now + "
                           f"{MAX_FUTURE.days} day", "out_of_range"),
-        ("Any string", f"at most {MAX_STRING} characters, no NUL", "too_long`, `bad_string"),
-        *((code(name), f"at most {limit} characters", "too_long")
+        ("Any string (list items too)", f"at most {MAX_STRING} characters, no NUL",
+         "too_long`, `bad_string"),
+        *((_LABELS.get(name, code(name)), f"at most {limit} characters", "too_long")
           for name, limit in sorted(MAX_LENGTHS.items())),
         ("Any list", f"at most {MAX_LIST} items", "too_long"),
         ("Any integer", f"-{MAX_INT}..{MAX_INT}", "out_of_range"),
-        *((code(name), f"{low}..{high}", "out_of_range") for name, (low, high) in RANGES.items()),
+        *((_LABELS.get(name, code(name)), f"{low}..{high}", "out_of_range")
+          for name, (low, high) in RANGES.items()),
         (", ".join(code(n) for n in ID_FIELDS), f"matches {code(ID_PATTERN)}", "bad_id"),
-        *((code(name), f"matches {code(pattern)}", "bad_value")
+        *((_LABELS.get(name, code(name)), f"matches {code(pattern)}", "bad_value")
           for name, pattern in PATTERNS.items()),
         ("`plan`", f"one of {', '.join(sorted(PLANS))}", "bad_value"),
     ]

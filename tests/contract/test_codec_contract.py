@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from streamapp import codec
 from streamapp.codec import Rejection, decode
 
-from .generate import EVENTS, EXAMPLES, SPELLINGS, any_event, example, spelled, stamp
+from .generate import EXAMPLES, SPELLINGS, any_event, example, spelled, stamp
 
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -11,7 +11,7 @@ from streamapp.stores.base import describe_error
 EMAIL = "jane.doe.private@example.org"
 NAME = "Jane Private Doe"
 
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=False),
                       st.text(max_size=5))
 
 
