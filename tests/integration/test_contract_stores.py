@@ -360,6 +360,13 @@ def _pair(entity: str, tag: str, tie: bool):
             _, doc = await api("titles", mid)
             return doc and (doc.get("title"), doc.get("genres"), doc.get("removed")) == \
                 ("New", ["new"], False)
+    elif entity == "comeback":  # an upsert newer than the removal brings the title back
+        old = at(dict(example("title.removed"), movie_id=mid), t_old, low)
+        new = at(dict(example("title.upserted"), movie_id=mid, title="Back"), t_new, high)
+
+        async def check(api):
+            _, doc = await api("titles", mid)
+            return doc and (doc.get("title"), doc.get("removed")) == ("Back", False)
     else:  # removal newer than the title's upsert: removed, content kept
         old = at(dict(example("title.upserted"), movie_id=mid, title="Kept"), t_old, low)
         new = at(dict(example("title.removed"), movie_id=mid), t_new, high)
@@ -370,7 +377,7 @@ def _pair(entity: str, tag: str, tie: bool):
     return old, new, check
 
 
-ENTITIES = ("preference", "profile", "subscription", "title", "removal")
+ENTITIES = ("preference", "profile", "subscription", "title", "removal", "comeback")
 
 
 async def test_newest_wins_in_one_batch_or_two_in_either_order(generated, cfg, api):
