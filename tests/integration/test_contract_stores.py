@@ -86,6 +86,47 @@ async def outcome_messages(cfg) -> List[bytes]:
 
 
 @pytest.fixture(scope="module")
+async def topics(cfg):
+    """The namespace's topics, made before the worker starts: on a busy
+    shared broker a worker that creates them itself can be assigned before
+    they show in its metadata, and then never reads them ("Ignoring missing
+    topic")."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from streamapp.topics import STREAMS
+    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
+    await admin.start()
+    try:
+        names = [cfg.topic(name) for name in STREAMS] + [
+            cfg.output_topic("deadletter"), cfg.output_topic("outcomes")]
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(n, cfg.topic_partitions, cfg.topic_replicas)
+                   for n in names if n not in existing]
+        if missing:
+            await admin.create_topics(missing)
+
+        async def listed():
+            return set(names) <= set(await admin.list_topics())
+        assert await wait_until(listed, timeout=30, interval=0.5)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+def worker(topics, namespace, tmp_path_factory):
+    """The module's real worker, started once its topics exist."""
+    from harness import Worker
+
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    w = Worker(namespace, log, port=int(os.environ.get("TEST_WEB_PORT", "6071"))).start()
+    try:
+        w.wait_ready()
+        yield w
+    finally:
+        w.stop()
+
+
+@pytest.fixture(scope="module")
 async def api(worker):
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{worker.port}",
                                      headers=api_headers(),
