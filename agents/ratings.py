@@ -16,7 +16,7 @@ from streamapp.app import app
 from streamapp.config import settings
 from streamapp.pipeline import handle_batch, stop_before_commit, timed
 from streamapp.stores import stores
-from streamapp.stores.base import retrying
+from streamapp.stores.base import describe_error, retrying
 from streamapp.topics import ratings_topic
 from tables.ratings import count_ratings, note_totals
 
@@ -62,7 +62,7 @@ async def flush_title_aggregates() -> int:
     except Exception as exc:
         for movie, value in totals.items():
             _pending_totals.setdefault(movie, value)  # a newer value may have arrived
-        log.warning("title aggregates deferred: %s: %s", type(exc).__name__, exc)
+        log.warning("title aggregates deferred: %s", describe_error(exc))
         return 0
 
 

@@ -30,7 +30,7 @@ from faust.types import EventT
 from . import metrics
 from .codec import Rejection, decode
 from .records import Event
-from .stores.base import REFUSED, retrying
+from .stores.base import REFUSED, describe_error, retrying
 from .topics import (STREAM_OF_TOPIC, STREAM_OF_TYPE, STREAMS, TYPES_OF_TOPIC, deadletter_topic,
                      outcomes_topic)
 
@@ -86,8 +86,7 @@ async def handle_batch(agent: str, batch: Sequence[EventT], steps: Sequence[Step
     try:
         await _write(agent, good, steps, pending)
     except REFUSED as exc:  # a store refused the data itself
-        log.warning("%s batch refused (%s: %s); isolating bad events",
-                    agent, type(exc).__name__, exc)
+        log.warning("%s batch refused (%s); isolating bad events", agent, describe_error(exc))
         pairs = await _isolate(agent, pairs, steps, pending)
     with timed(agent, "kafka"):
         await asyncio.gather(*pending)  # delivered (acks=all) before offsets move
@@ -149,7 +148,8 @@ async def _isolate(agent: str, pairs: List[Decoded], steps: Sequence[Step],
             await _write(agent, [event], steps, pending)
             kept.append((raw, event))
         except REFUSED as exc:
-            why = Rejection("store_refused", f"{type(exc).__name__}: {exc}"[:300],
+            # The class and constraint, never the message: it may quote the row.
+            why = Rejection("store_refused", describe_error(exc)[:300],
                             event.TYPE, event.event_id)
             pending.append(await dead_letter(_stream_of(raw, agent), raw, why))
     return kept
@@ -218,6 +218,6 @@ async def report_retry(groups: Dict[str, List[Listed]], store: str, exc: BaseExc
     try:
         for stream, listed in groups.items():
             await report(stream, store, "retried", listed,
-                         reason=type(exc).__name__, detail=str(exc)[:300])
+                         reason=type(exc).__name__, detail=describe_error(exc)[:300])
     except Exception:  # reporting must never turn a retry into a crash
         log.exception("could not publish retry outcome")

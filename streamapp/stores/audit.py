@@ -9,13 +9,13 @@ and that we use: ``_index_template``, ``_bulk``, ``_search``, ``_count``,
 local OpenSearch.
 
 Documents go to daily indices ``<prefix>-YYYY.MM.DD`` chosen by the event's
-own time, with ``_id`` derived from ``event_id``: a replay overwrites the same
+own time (its UTC day), with ``_id`` derived from ``event_id``: a replay overwrites the same
 document instead of adding one.  Only masked data ever reaches this module.
 """
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import orjson
@@ -65,6 +65,10 @@ BULK_DOCS = 2000
 #: The reply names each document's status, and the error of those refused
 #: only: parsing every item's full result costs more than writing the request.
 _BULK_PARAMS = {"filter_path": "errors,items.*.status,items.*.error"}
+
+
+#: Date fields of a document, indexed in UTC.
+_TIMES = ("occurred_at", "recorded_at")
 
 
 class AuditBusy(Exception):
@@ -181,8 +185,14 @@ class AuditStore:
         for doc in docs:
             source = dict(doc)
             doc_id = source.pop("_id")
+            for name in _TIMES:
+                # UTC: the contract allows offsets to +-23:59, the store's date
+                # parser (java.time) only to +-18:00, and refused the rest.
+                when = source.get(name)
+                if isinstance(when, datetime) and when.utcoffset():
+                    source[name] = when.astimezone(timezone.utc)
             body += orjson.dumps(
-                {"index": {"_index": self.index_for(doc["occurred_at"]), "_id": doc_id}})
+                {"index": {"_index": self.index_for(source["occurred_at"]), "_id": doc_id}})
             body += b"\n"
             body += orjson.dumps(source, default=default)
             body += b"\n"

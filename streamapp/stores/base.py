@@ -104,9 +104,41 @@ async def retrying(store: str, attempt: Callable[[], Awaitable[T]],
             failures += 1
             store_retries.labels(store=store).inc()
             level = logging.WARNING if isinstance(exc, TRANSIENT) else logging.ERROR
-            log.log(level, "%s write failed (%s: %s); retry %d in %.1fs",
-                    store, type(exc).__name__, exc, failures, delay)
+            log.log(level, "%s write failed (%s); retry %d in %.1fs",
+                    store, describe_error(exc), failures, delay)
             if on_retry is not None:
                 await on_retry(exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, settings.retry_max_s)
+
+
+#: Attributes of a store error that name things (never hold row data):
+#: asyncpg's SQLSTATE and schema names.
+_NAMED_PARTS = ("sqlstate", "schema_name", "table_name", "column_name", "constraint_name",
+                "data_type_name")
+
+
+def describe_error(exc: BaseException) -> str:
+    """A store error as its class and the names it gives, without values.
+
+    Error messages can quote the data: PostgreSQL's "Failing row contains
+    (...)", a duplicate key's value, a document's field.  What leaves the
+    worker (dead-letter headers, outcomes, the audit trail) is this instead:
+    the class, the constraint/column/table names and error codes.
+    """
+    parts = [type(exc).__name__]
+    for name in _NAMED_PARTS:
+        value = getattr(exc, name, None)
+        if isinstance(value, str) and value:
+            parts.append(f"{name}={value}")
+    details = getattr(exc, "details", None)
+    if isinstance(details, dict):  # PyMongo: codes and code names only
+        errors = details.get("writeErrors") or [details]
+        codes = sorted({(e.get("code"), e.get("codeName")) for e in errors
+                        if isinstance(e, dict) and e.get("code") is not None},
+                       key=lambda c: (c[0], str(c[1])))
+        parts += [f"code={code}" + (f" ({name})" if isinstance(name, str) else "")
+                  for code, name in codes]
+    if isinstance(exc, OSError) and exc.errno is not None:
+        parts.append(f"[Errno {exc.errno}] {exc.strerror or ''}".rstrip())
+    return parts[0] + (": " + ", ".join(parts[1:]) if len(parts) > 1 else "")

@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.errors import BulkWriteError
 
+from ..codec import version
 from ..records import Event
 
 #: Update statements per command; see ``_update_many``.
@@ -142,26 +143,49 @@ class MongoStore:
             raise _bulk_error(errors)
 
     async def write_catalog(self, events: Sequence[Event]) -> int:
-        """Upsert titles and mark removals: one statement per title.
+        """Upsert titles and mark removals, "newest wins" (``codec.version``).
 
-        A batch's edits of one title are folded into one ``$set``, later
-        fields over earlier ones, which leaves the same document as applying
-        them in order (every edit is a ``$set``), at the cost of one update.
+        A title has two parts that later events replace: its content (set by
+        the newest ``title.upserted``, ranked by ``content_v``) and its status
+        (removed or not, set by the newest event of either kind, ranked by
+        ``status_v``).  A batch is folded to the newest of each per title; a
+        new title is inserted whole, and an existing one gets one update per
+        part, each applied only if it outranks the stored one.  So two edits
+        give the same document in one batch or two, in either order.
         """
         folded: Dict[str, dict] = {}
         for event in events:
-            update = _catalog_update(event)
-            before = folded.get(event.movie_id)
-            if before is None:
-                folded[event.movie_id] = update
-            else:
-                before["u"]["$set"].update(update["u"]["$set"])
-                if "$setOnInsert" in update["u"]:
-                    before["u"].setdefault("$setOnInsert", update["u"]["$setOnInsert"])
-        if folded:
-            rest = await self._insert_new(list(folded.values()))
-            if rest:
-                await self._update_many(rest, ordered=True)
+            v = version(event)
+            title = folded.setdefault(event.movie_id, {"content": None, "status": None})
+            if event.TYPE == "title.upserted" and (
+                    title["content"] is None or v > title["content"][0]):
+                title["content"] = (v, event)
+            if title["status"] is None or v > title["status"][0]:
+                title["status"] = (v, event)
+        if not folded:
+            return 0
+        now = datetime.now(timezone.utc)
+        inserts = []
+        for movie_id, title in folded.items():
+            doc: dict = {}
+            if title["content"] is not None:
+                doc.update(_content(*title["content"]))
+            doc.update(_status(*title["status"]))
+            inserts.append({"q": {"_id": movie_id},
+                            "u": {"$set": doc, "$setOnInsert": {"created_at": now}}})
+        existing = {u["q"]["_id"] for u in await self._insert_new(inserts)}
+        updates = []
+        for movie_id in sorted(existing):
+            title = folded[movie_id]
+            for part, fields in (("content_v", title["content"] and _content(*title["content"])),
+                                 ("status_v", _status(*title["status"]))):
+                if fields:
+                    updates.append({"q": {"_id": movie_id, "$or": [
+                                        {part: {"$lt": fields[part]}},
+                                        {part: {"$exists": False}}]},
+                                    "u": {"$set": fields}})
+        if updates:
+            await self._update_many(updates, ordered=True)
         return len(folded)
 
     async def write_rating_totals(self, totals: Dict[str, Tuple[int, int]]) -> int:
@@ -188,6 +212,9 @@ class MongoStore:
         rated before its catalog entry arrived is just ``_id`` and ``ratings``)."""
         ids = list(movie_ids)
         docs = await _by_ids(await self.movies(), ids)
+        for doc in docs.values():
+            for name in VERSION_FIELDS:
+                doc.pop(name, None)
         for agg in (await _by_ids(await self.title_ratings(), ids)).values():
             docs.setdefault(agg["_id"], {"_id": agg["_id"]})["ratings"] = {
                 "count": agg["count"], "sum": agg["sum"], "avg": agg["avg"]}
@@ -220,14 +247,12 @@ def _bulk_error(errors: List[dict]) -> BulkWriteError:
                            "writeConcernErrors": []})
 
 
-def _catalog_update(event: Event) -> dict:
-    now = datetime.now(timezone.utc)
-    if event.TYPE == "title.removed":
-        return {"q": {"_id": event.movie_id},
-                "u": {"$set": {"removed": True, "removed_at": event.occurred_at,
-                               "removed_reason": event.reason,
-                               "last_event_id": event.event_id}},
-                "upsert": True}
+#: Fields that rank a title's parts; internal, not shown by ``titles()``.
+VERSION_FIELDS = ("content_v", "status_v")
+
+
+def _content(v: str, event: Event) -> dict:
+    """What a ``title.upserted`` sets: the title's whole content."""
     doc = {name: getattr(event, name) for name in _TITLE_FIELDS}
     doc["cast"] = [{"name": c.name, "role": c.role} for c in event.cast]
     doc["artwork"] = [
@@ -235,7 +260,14 @@ def _catalog_update(event: Event) -> dict:
          "dominant_color": a.dominant_color}
         for a in event.artwork
     ]
-    doc.update(removed=False, updated_at=event.occurred_at, last_event_id=event.event_id)
-    return {"q": {"_id": event.movie_id},
-            "u": {"$set": doc, "$setOnInsert": {"created_at": now}},
-            "upsert": True}
+    doc.update(updated_at=event.occurred_at, content_v=v)
+    return doc
+
+
+def _status(v: str, event: Event) -> dict:
+    """What the newest event of a title says about its status."""
+    if event.TYPE == "title.removed":
+        return {"removed": True, "removed_at": event.occurred_at,
+                "removed_reason": event.reason, "last_event_id": event.event_id,
+                "status_v": v}
+    return {"removed": False, "last_event_id": event.event_id, "status_v": v}

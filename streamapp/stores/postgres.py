@@ -17,6 +17,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import asyncpg
 
+from ..codec import version
 from ..records import Event
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,18 @@ def _last_per(events: Iterable[Event], *key_fields: str) -> List[Event]:
     return list(latest.values())
 
 
+def _newest_per(events: Iterable[Event], *key_fields: str) -> List[Tuple[str, Event]]:
+    """(version, event) of the newest event per key ("newest wins", see
+    ``codec.version``): the same whichever order the events came in."""
+    newest: Dict[tuple, Tuple[str, Event]] = {}
+    for e in events:
+        key = tuple(getattr(e, f) for f in key_fields)
+        v = version(e)
+        if key not in newest or v > newest[key][0]:
+            newest[key] = (v, e)
+    return list(newest.values())
+
+
 async def _infer_users(conn, user_ids: set, events: Sequence[Event]) -> None:
     """Create placeholder users that events refer to before their sign-up arrives."""
     if not user_ids:
@@ -199,82 +212,115 @@ async def _infer_users(conn, user_ids: set, events: Sequence[Event]) -> None:
            ON CONFLICT (user_id) DO NOTHING""", sorted(user_ids), now)
 
 
-def _merged_user_updates(events: Iterable[Event]) -> List[tuple]:
-    """One (user_id, display_name, country, email, at) per user.
+#: Profile fields that a sign-up sets and an update may change.
+_PROFILE = ("display_name", "country", "email")
 
-    A profile update sets the fields it carries and leaves the others; in
-    stream order, each field ends with the last value given for it.  Merging
-    a batch's updates per user that way gives what applying them one by one
-    would, in one statement.
+
+def _profiles(events: Iterable[Event]) -> List[list]:
+    """One row per user: for each profile field its newest (value, version),
+    the newest sign-up's (birth_year, registered_at, version), and the
+    newest time seen.
+
+    A sign-up sets every field, an update the fields it carries; each field
+    ends with the value of the newest event that set it, whatever order or
+    batches the events came in (the SQL keeps a field's version with it).
     """
-    merged: Dict[str, list] = {}
+    rows: Dict[str, list] = {}
     for e in events:
-        row = merged.setdefault(e.user_id, [e.user_id, None, None, None, e.occurred_at])
-        for i, value in enumerate((e.display_name, e.country, e.email), start=1):
-            if value is not None:
-                row[i] = value
-        row[4] = max(row[4], e.occurred_at)
-    return [tuple(row) for row in merged.values()]
+        # user_id, (display_name, v), (country, v), (email, v), birth_year,
+        # registered_at, registered_v, at
+        row = rows.setdefault(e.user_id, [e.user_id, None, None, None, None, None, None,
+                                          None, None, None, e.occurred_at])
+        v = version(e)
+        for i, name in enumerate(_PROFILE):
+            value = getattr(e, name)
+            if value is not None and (row[2 + 2 * i] is None or v > row[2 + 2 * i]):
+                row[1 + 2 * i], row[2 + 2 * i] = value, v
+        if e.TYPE == "user.registered" and (row[9] is None or v > row[9]):
+            row[7], row[8], row[9] = e.birth_year, e.occurred_at, v
+        row[10] = max(row[10], e.occurred_at)
+    return list(rows.values())
+
+
+def _newer(column: str, table: str = "u") -> str:
+    """SQL: the incoming version of ``column`` outranks the stored one."""
+    return f'EXCLUDED.{column}_v > COALESCE({table}.{column}_v, \'\') COLLATE "C"'
+
+
+def _take_if_newer(part: str, *columns: str) -> str:
+    cond = _newer(part)
+    return ",\n".join(f"{c} = CASE WHEN {cond} THEN EXCLUDED.{c} ELSE u.{c} END"
+                      for c in (*columns, f"{part}_v"))
+
+
+_UPSERT_PROFILES = f"""
+    INSERT INTO users AS u (user_id, display_name, display_name_v, country, country_v,
+                            email, email_v, birth_year, registered_at, registered_v,
+                            inferred, updated_at)
+    SELECT r.user_id, r.display_name, r.display_name_v, r.country, r.country_v,
+           r.email, r.email_v, r.birth_year, r.registered_at, r.registered_v,
+           r.registered_v IS NULL, r.at
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::int[], $9::timestamptz[], $10::text[], $11::timestamptz[])
+        AS r(user_id, display_name, display_name_v, country, country_v, email, email_v,
+             birth_year, registered_at, registered_v, at)
+    ON CONFLICT (user_id) DO UPDATE SET
+    {_take_if_newer("display_name", "display_name")},
+    {_take_if_newer("country", "country")},
+    {_take_if_newer("email", "email")},
+    {_take_if_newer("registered", "birth_year", "registered_at")},
+    inferred = u.inferred AND EXCLUDED.registered_v IS NULL,
+    updated_at = GREATEST(u.updated_at, EXCLUDED.updated_at)"""
 
 
 async def _apply_accounts(conn: asyncpg.Connection, events: List[Event]) -> None:
-    """Apply fresh account events in causal order, one statement per kind."""
+    """Apply fresh account events, one statement per kind.
+
+    Whatever a later event replaces (a profile field, a subscription's plan,
+    its start or cancellation, a preference) is decided by "newest wins"
+    (``codec.version``), within the batch here and against what is stored
+    in SQL, so batching and order do not change the result.
+    """
     by_type: Dict[str, List[Event]] = defaultdict(list)
     for e in events:
         by_type[e.TYPE].append(e)
 
-    registered = _last_per(by_type["user.registered"], "user_id")
-    if registered:
-        await conn.execute(
-            """INSERT INTO users AS u (user_id, email, display_name, country, birth_year,
-                                       inferred, registered_at, updated_at)
-               SELECT r.user_id, r.email, r.display_name, r.country, r.birth_year,
-                      false, r.at, r.at
-               FROM unnest($1::text[], $2::text[], $3::text[],
-                   $4::text[], $5::int[], $6::timestamptz[])
-                   AS r(user_id, email, display_name, country, birth_year, at)
-               ON CONFLICT (user_id) DO UPDATE SET
-                   email = EXCLUDED.email, display_name = EXCLUDED.display_name,
-                   country = EXCLUDED.country, birth_year = EXCLUDED.birth_year,
-                   inferred = false, registered_at = EXCLUDED.registered_at,
-                   updated_at = GREATEST(u.updated_at, EXCLUDED.updated_at)""",
-            *_columns(registered, "user_id", "email", "display_name", "country",
-                      "birth_year", "occurred_at"))
+    profiles = _profiles(by_type["user.registered"] + by_type["user.updated"])
+    if profiles:
+        await conn.execute(_UPSERT_PROFILES,
+                           *[[row[i] for row in profiles] for i in range(11)])
 
-    await _infer_users(conn, {e.user_id for e in events if e.TYPE != "user.registered"}, events)
-
-    updates = _merged_user_updates(by_type["user.updated"])
-    if updates:
-        await conn.execute(
-            """UPDATE users u SET display_name = COALESCE(r.display_name, u.display_name),
-                                  country = COALESCE(r.country, u.country),
-                                  email = COALESCE(r.email, u.email),
-                                  updated_at = GREATEST(u.updated_at, r.at)
-               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
-                   AS r(user_id, display_name, country, email, at)
-               WHERE u.user_id = r.user_id""",
-            *[[row[i] for row in updates] for i in range(5)])
+    await _infer_users(conn, {e.user_id for e in events
+                              if e.TYPE not in ("user.registered", "user.updated")}, events)
 
     subs_referenced = [e for t in ("subscription.changed", "subscription.cancelled",
                                    "payment.processed", "payment.failed")
                        for e in by_type[t]]
-    started = _last_per(by_type["subscription.started"], "subscription_id")
+    started = _newest_per(by_type["subscription.started"], "subscription_id")
     if started:
         await conn.execute(
             """INSERT INTO subscriptions AS s (subscription_id, user_id, plan, status,
-                   price_cents, currency, started_at, updated_at)
+                   price_cents, currency, started_at, updated_at, plan_v, started_v)
                SELECT r.subscription_id, r.user_id, r.plan, 'active', r.price_cents,
-                      r.currency, r.at, r.at
+                      r.currency, r.at, r.at, r.v, r.v
                FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[],
-                           $6::timestamptz[])
-                   AS r(subscription_id, user_id, plan, price_cents, currency, at)
+                           $6::timestamptz[], $7::text[])
+                   AS r(subscription_id, user_id, plan, price_cents, currency, at, v)
                ON CONFLICT (subscription_id) DO UPDATE SET
-                   plan = EXCLUDED.plan, price_cents = EXCLUDED.price_cents,
-                   currency = EXCLUDED.currency, started_at = EXCLUDED.started_at,
+                   plan = CASE WHEN EXCLUDED.plan_v > COALESCE(s.plan_v, '') COLLATE "C"
+                               THEN EXCLUDED.plan ELSE s.plan END,
+                   price_cents = CASE WHEN EXCLUDED.plan_v > COALESCE(s.plan_v, '') COLLATE "C"
+                                      THEN EXCLUDED.price_cents ELSE s.price_cents END,
+                   currency = CASE WHEN EXCLUDED.plan_v > COALESCE(s.plan_v, '') COLLATE "C"
+                                   THEN EXCLUDED.currency ELSE s.currency END,
+                   plan_v = GREATEST(EXCLUDED.plan_v COLLATE "C", s.plan_v),
+                   started_at = CASE WHEN EXCLUDED.started_v > COALESCE(s.started_v, '') COLLATE "C"
+                                     THEN EXCLUDED.started_at ELSE s.started_at END,
+                   started_v = GREATEST(EXCLUDED.started_v COLLATE "C", s.started_v),
                    status = CASE WHEN s.status = 'inferred' THEN 'active' ELSE s.status END,
                    updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)""",
-            *_columns(started, "subscription_id", "user_id", "plan", "price_cents",
-                      "currency", "occurred_at"))
+            *_columns([e for _, e in started], "subscription_id", "user_id", "plan",
+                      "price_cents", "currency", "occurred_at"), [v for v, _ in started])
     if subs_referenced:
         inferred = _last_per(subs_referenced, "subscription_id")
         await conn.execute(
@@ -285,24 +331,34 @@ async def _apply_accounts(conn: asyncpg.Connection, events: List[Event]) -> None
                ON CONFLICT (subscription_id) DO NOTHING""",
             *_columns(inferred, "subscription_id", "user_id", "occurred_at"))
 
-    changed = _last_per(by_type["subscription.changed"], "subscription_id")
+    changed = _newest_per(by_type["subscription.changed"], "subscription_id")
     if changed:
         await conn.execute(
             """UPDATE subscriptions s SET plan = r.plan, price_cents = r.price_cents,
-                      currency = r.currency, updated_at = GREATEST(s.updated_at, r.at)
-               FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::timestamptz[])
-                   AS r(sid, plan, price_cents, currency, at)
-               WHERE s.subscription_id = r.sid""",
-            *_columns(changed, "subscription_id", "plan", "price_cents", "currency",
-                      "occurred_at"))
-    cancelled = _last_per(by_type["subscription.cancelled"], "subscription_id")
+                      currency = r.currency, plan_v = r.v,
+                      updated_at = GREATEST(s.updated_at, r.at)
+               FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::timestamptz[],
+                           $6::text[])
+                   AS r(sid, plan, price_cents, currency, at, v)
+               WHERE s.subscription_id = r.sid
+                 AND r.v > COALESCE(s.plan_v, '') COLLATE "C" """,
+            *_columns([e for _, e in changed], "subscription_id", "plan", "price_cents",
+                      "currency", "occurred_at"), [v for v, _ in changed])
+    cancelled = _newest_per(by_type["subscription.cancelled"], "subscription_id")
     if cancelled:
         await conn.execute(
-            """UPDATE subscriptions s SET status = 'cancelled', cancelled_at = r.at,
-                      cancel_reason = r.reason, updated_at = GREATEST(s.updated_at, r.at)
-               FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS r(sid, reason, at)
+            """UPDATE subscriptions s SET status = 'cancelled',
+                      cancelled_at = CASE WHEN r.v > COALESCE(s.cancel_v, '') COLLATE "C"
+                                          THEN r.at ELSE s.cancelled_at END,
+                      cancel_reason = CASE WHEN r.v > COALESCE(s.cancel_v, '') COLLATE "C"
+                                           THEN r.reason ELSE s.cancel_reason END,
+                      cancel_v = GREATEST(r.v COLLATE "C", s.cancel_v),
+                      updated_at = GREATEST(s.updated_at, r.at)
+               FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[])
+                   AS r(sid, reason, at, v)
                WHERE s.subscription_id = r.sid""",
-            *_columns(cancelled, "subscription_id", "reason", "occurred_at"))
+            *_columns([e for _, e in cancelled], "subscription_id", "reason", "occurred_at"),
+            [v for v, _ in cancelled])
 
     payments = by_type["payment.processed"] + by_type["payment.failed"]
     if payments:
@@ -324,12 +380,14 @@ async def _apply_accounts(conn: asyncpg.Connection, events: List[Event]) -> None
             [getattr(e, "failure_reason", None) for e in payments],
             [e.occurred_at for e in payments])
 
-    prefs = _last_per(by_type["preference.set"], "user_id", "key")
+    prefs = _newest_per(by_type["preference.set"], "user_id", "key")
     if prefs:
         await conn.execute(
-            """INSERT INTO preferences AS p (user_id, key, value, updated_at)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+            """INSERT INTO preferences AS p (user_id, key, value, updated_at, v)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
+                                    $5::text[])
                ON CONFLICT (user_id, key) DO UPDATE SET value = EXCLUDED.value,
-                   updated_at = EXCLUDED.updated_at
-               WHERE p.updated_at <= EXCLUDED.updated_at""",
-            *_columns(prefs, "user_id", "key", "value", "occurred_at"))
+                   updated_at = EXCLUDED.updated_at, v = EXCLUDED.v
+               WHERE EXCLUDED.v > COALESCE(p.v, '') COLLATE "C" """,
+            *_columns([e for _, e in prefs], "user_id", "key", "value", "occurred_at"),
+            [v for v, _ in prefs])
