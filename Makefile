@@ -13,9 +13,9 @@ STACK  := $(PY) scripts/stack.py
 run: venv services-up
 	@$(PY) scripts/run.py
 
-## test: install, bring the stack up, run the unit and integration tests
+## test: install, bring the stack up, run the unit, integration and security tests
 test: venv browser services-up
-	$(PY) -m pytest tests/unit tests/integration -m "not slow"
+	$(PY) -m pytest tests/unit tests/integration tests/security -m "not slow"
 
 ## chaos: the long fault-injection scenarios (kill -9, store outages, broker restart)
 chaos: venv services-up
