@@ -32,9 +32,7 @@ async def secure_worker(worker_env, tmp_path_factory) -> AsyncIterator[SecureWor
     try:
         worker.start()
         await asyncio.to_thread(worker.wait_ready, 60)
-        tokens = [t.strip() for t in env.get("API_TOKENS", "").split(",") if t.strip()]
-        yield SecureWorker(f"http://127.0.0.1:{port}", port, env, worker, http, log_path,
-                           tokens[0] if tokens else None)
+        yield SecureWorker(f"http://127.0.0.1:{port}", port, env, worker, http, log_path)
     finally:
         await http.close()
         worker.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, Optional
@@ -78,7 +78,6 @@ class SecureWorker:
     worker: Worker
     http: aiohttp.ClientSession
     log_path: Path
-    token: Optional[str] = field(default=None)
 
     async def get(self, path: str, headers: Optional[Dict[str, str]] = None) -> Reply:
         """GET ``path`` exactly as written (percent-escapes are not re-encoded)."""

@@ -58,7 +58,8 @@ async def test_the_token_opens_personal_views(api):
         assert reply.status == 200, reply.text
         assert VICTIM["email"] in reply.text and "tok_secret" not in reply.text
         assert reply.headers["Cache-Control"] == "no-store"
-    reply = await api.get(PERSONAL[1], {"Authorization": f"bearer {TOKEN}"})  # scheme is case-insensitive
+    # the scheme is case-insensitive
+    reply = await api.get(PERSONAL[1], {"Authorization": f"bearer {TOKEN}"})
     assert reply.status in (200, 503), reply.text  # 503: audit store unreachable
 
 
