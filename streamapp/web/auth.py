@@ -22,6 +22,7 @@ anything else aiohttp logs has bearer tokens replaced.
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import re
@@ -37,10 +38,13 @@ REALM = 'Bearer realm="streamapp"'
 
 
 def _matches(presented: bytes, tokens: Sequence[str]) -> bool:
+    # Digests of equal length: compare_digest's time then says nothing about
+    # a token's length either.
+    digest = hashlib.sha256(presented).digest()
     found = False
     for token in tokens:
         # Every token is compared, whatever the earlier results.
-        found |= hmac.compare_digest(presented, token.encode("utf-8"))
+        found |= hmac.compare_digest(digest, hashlib.sha256(token.encode("utf-8")).digest())
     return found
 
 
