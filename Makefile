@@ -21,12 +21,12 @@ WORKERS ?= 1
 run: venv services-up
 	@$(APP_ENV) WORKERS=$(WORKERS) $(PY) scripts/run.py
 
-## test: install, bring up both profiles (the cluster test needs the second), run the unit, contract and integration tests
+## test: install, bring up both profiles (the cluster test needs the second), run the unit, contract, integration and security tests
 test: venv browser
 	$(STACK) --profile single up
 	$(STACK) --profile cluster up
 	TEST_CLUSTER=1 TEST_REDIS_CLUSTER_URL=redis://127.0.0.1:7001/0 \
-		$(PY) -m pytest tests/unit tests/contract tests/integration -m "not slow"
+		$(PY) -m pytest tests/unit tests/contract tests/integration tests/security -m "not slow"
 
 ## chaos: the long fault-injection scenarios on one node (kill -9, store outages, broker restart)
 chaos: venv

@@ -5,14 +5,20 @@ its own web port (``WEB_PORT``, ``WEB_PORT+1`` ...) and table directory, the
 audit trail (S3, ``python -m streamapp.audit``) and the simulator (endless,
 at a steady rate), prints the URLs to look at, and waits; Ctrl-C stops them
 all.  Every worker answers every view for the whole deployment.
+
+The views with personal data need a bearer token (``API_TOKENS``).  When
+it is not set, a random token is made for this run only, given to the
+workers and printed with the URLs.
 """
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,9 +27,18 @@ sys.path.insert(0, str(ROOT))
 from streamapp.config import settings  # noqa: E402
 
 
-def start_worker(index: int) -> subprocess.Popen:
+def without_password(url: str) -> str:
+    """``url`` with any password in it replaced by ``***``, for printing."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def start_worker(index: int, env: dict) -> subprocess.Popen:
     """Worker ``index``: the first keeps the configured port and data dir."""
-    env = dict(os.environ)
+    env = dict(env)
     if index:
         env["WEB_PORT"] = str(settings.web_port + index)
         env["STREAMAPP_DATA_DIR"] = f"{settings.data_dir}-{index}"
@@ -37,9 +52,16 @@ def main() -> int:
     if count < 1 or count > settings.topic_partitions:
         print(f"WORKERS must be 1..{settings.topic_partitions} (TOPIC_PARTITIONS)", file=sys.stderr)
         return 2
-    workers = [start_worker(0)]
+    if settings.api_tokens:
+        token, token_note = "<one of your API_TOKENS>", "from API_TOKENS"
+        worker_env = dict(os.environ)
+    else:
+        token = secrets.token_urlsafe(32)
+        token_note = "made for this run (set API_TOKENS to choose your own)"
+        worker_env = {**os.environ, "API_TOKENS": token}
+    workers = [start_worker(0, worker_env)]
     time.sleep(5)  # let the first worker declare topics and join its group
-    workers += [start_worker(i) for i in range(1, count)]
+    workers += [start_worker(i, worker_env) for i in range(1, count)]
     audit = subprocess.Popen([sys.executable, "-m", "streamapp.audit"], cwd=ROOT,
                              env={**os.environ, "AUDIT_IN_WORKER": "false"})
     simulator = subprocess.Popen([sys.executable, "-m", "streamapp.simulator", "--count", "0",
@@ -53,12 +75,14 @@ streamapp is running ({count} worker{"s" if count > 1 else ""}).
   health               {base}/api/health/
   leaderboards         {base}/api/leaderboards/?board=rated
   a title              {base}/api/titles/m00000/
-  a user               {base}/api/users/u0000001/
-  audit search         {base}/api/audit/?event_type=rating.submitted
   Faust stats          {base}/   (and /assignment/, /performance/)
   Prometheus metrics   {base}/metrics{others}
-  OpenSearch           {settings.elasticsearch_url}
+  OpenSearch           {without_password(settings.elasticsearch_url)}
 Any worker answers for the whole deployment.
+Personal data needs the API token, {token_note}:
+  API token            {token}
+  a user               curl -H 'Authorization: Bearer {token}' {base}/api/users/u0000001/
+  audit search         curl -H 'Authorization: Bearer {token}' '{base}/api/audit/?event_type=rating.submitted'
 Ctrl-C stops the workers, the audit trail and the simulator; `make services-down` stops the servers.
 """, flush=True)
     children = [simulator, audit, *workers]

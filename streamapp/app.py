@@ -58,6 +58,11 @@ def create_app(cfg: Settings) -> faust.App:
         web_stats_enabled=True,       # / and /assignment/: sensor stats, partitions
         web_graph_enabled=False,      # /graph/ needs pydot + graphviz; not worth it
         web_metrics_enabled=True,     # /performance/: event-loop latency
+        # /table/<name>/<key>/ would serve any table value to anyone who can
+        # reach the port; nothing uses it (/api/titles/ serves the counts).
+        # /router/ stays: partition owners' URLs, no data (routing itself
+        # reads the assignor locally and does not call it).
+        web_tables_enabled=False,
         web_cors_options={},
     )
     if cfg.prometheus_sensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
+from typing import Tuple
 
 
 def _env(name: str, default: str) -> str:
@@ -112,6 +113,13 @@ class Settings:
     #: rebalance in our kill -9 test ("Can't send messages while not in
     #: transaction"), so it is not the default.
     processing_guarantee: str = field(default_factory=lambda: _env("PROCESSING_GUARANTEE", "at_least_once"))
+    #: Bearer tokens accepted by the read views that return personal data
+    #: (``/api/users/...``, ``/api/audit/``), comma-separated so a token can
+    #: be rotated by adding the new one before removing the old.  Empty: those
+    #: views answer 403 (closed, never open).  ``repr=False`` keeps them out
+    #: of any printed or logged settings.
+    api_tokens: Tuple[str, ...] = field(repr=False, default_factory=lambda: tuple(
+        t.strip() for t in _env("API_TOKENS", "").split(",") if t.strip()))
     web_host: str = field(default_factory=lambda: _env("WEB_HOST", "127.0.0.1"))
     web_port: int = field(default_factory=lambda: _env_int("WEB_PORT", 6066))
     #: Faust's Prometheus sensor on ``/metrics`` (per-topic, per-table and

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -24,6 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: Tags of the namespaces this process made (``drop_namespaces`` at the end).
 CREATED: List[str] = []
+
+#: The read API's bearer token for the workers of this test session: new
+#: per process, so no token outlives the run (``isolated_env`` passes it on).
+API_TOKEN = secrets.token_urlsafe(32)
 
 
 def isolated_env(tag: Optional[str] = None, database: str = "streamapp_test",
@@ -53,6 +58,7 @@ def isolated_env(tag: Optional[str] = None, database: str = "streamapp_test",
         "STREAMAPP_DATA_DIR": str(ROOT / ".stack" / "data" / "test-workers" / tag),
         "TOPIC_PARTITIONS": "4",
         "MIRROR_INTERVAL_S": "0.5",
+        "API_TOKENS": API_TOKEN,
         **(cluster_env(tag) if cluster else {}),
     }
 
@@ -281,10 +287,12 @@ def expected_vs_tally(summary: dict, tally: dict) -> List[str]:
     return diffs
 
 
-def api_headers() -> Dict[str, str]:
+def api_headers(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """Headers a test client sends to the read API: the first configured
-    bearer token (``API_TOKENS``), when there is one."""
-    tokens = [t.strip() for t in os.environ.get("API_TOKENS", "").split(",") if t.strip()]
+    bearer token (``API_TOKENS`` of ``env``, default this process's
+    environment), when there is one."""
+    source = os.environ if env is None else env
+    tokens = [t.strip() for t in source.get("API_TOKENS", "").split(",") if t.strip()]
     return {"Authorization": f"Bearer {tokens[0]}"} if tokens else {}
 
 

@@ -4,7 +4,8 @@ The page (``static/dashboard.html``) is plain HTML, CSS and JavaScript with
 no external resources, so it works on machines without internet access.  It
 polls ``/api/stats/``, ``/api/leaderboards/`` and ``/api/health/`` every two
 seconds; events per second are computed in the browser from consecutive
-``/api/stats/`` samples.
+``/api/stats/`` samples.  All three are public views: the page holds no
+API token and shows nothing about a person.
 """
 from __future__ import annotations
 

@@ -24,9 +24,18 @@ Routes (all ``GET``, all answer JSON; errors are ``{"error": "..."}``):
     group's committed offsets), stored/rejected/retried (the live workers'
     counters added up), "now watching", and the live workers.
 
+Personal data (``/api/users/...``, ``/api/audit/``) needs
+``Authorization: Bearer <token>`` with one of ``API_TOKENS``: 401 without a
+valid token, 403 when no tokens are configured (``auth``).  Titles,
+leaderboards, health and stats are public.
+
 Every parameter is checked against a fixed pattern or set before anything
-else happens: a bad one is a 400.  A store that fails or does not answer in
-time is a 503 naming the store.  Nothing a client sends can produce a 500.
+else happens: a bad one is a 400.  So is a query string with a parameter the
+view does not take (``user_id[$ne]=``), a repeated parameter, more than
+``MAX_PARAMS`` parameters, a value longer than ``MAX_VALUE_LENGTH`` or more
+than ``MAX_QUERY_LENGTH`` characters in all.  A store that fails or does not
+answer in time is a 503 naming the store.  Nothing a client sends can
+produce a 500.
 """
 from __future__ import annotations
 
@@ -35,7 +44,8 @@ import logging
 import re
 import time
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import (Any, Awaitable, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Mapping,
+                    Optional, Tuple)
 
 import aiohttp
 import orjson
@@ -50,6 +60,7 @@ from ..config import settings
 from ..deployment import add_up, deployment, owners
 from ..stores import stores
 from ..topics import STREAM_OF_TOPIC, STREAM_OF_TYPE, STREAMS, ratings_topic
+from .auth import refusal, refuse
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +80,13 @@ GENRES = frozenset({
     "family", "fantasy", "horror", "mystery", "romance", "sci-fi", "thriller", "western"})
 #: Kinds of audit documents (the audit store's ``doc_kind``).
 AUDIT_KINDS = frozenset({"event", "outcome", "deadletter"})
+
+#: Query strings: at most this long, this many parameters, values at most
+#: this long.  The longest legitimate value is an ISO time (about 32
+#: characters) and the longest legitimate query string about 200.
+MAX_QUERY_LENGTH = 2048
+MAX_PARAMS = 16
+MAX_VALUE_LENGTH = 256
 
 #: How long one request waits for a store before answering 503.
 STORE_TIMEOUT_S = 5.0
@@ -122,7 +140,8 @@ async def from_store(store: str, call: Awaitable, timeout: float = STORE_TIMEOUT
 # --- parameters -----------------------------------------------------------
 
 def valid_id(value: Optional[str], what: str) -> str:
-    if value is None or not ID_PATTERN.match(value):
+    # fullmatch: ``$`` alone would accept a trailing newline
+    if value is None or not ID_PATTERN.fullmatch(value):
         raise BadRequest(f"invalid {what}: expected 1-64 characters of "
                          f"letters, digits and _.:- starting with a letter or digit")
     return value
@@ -154,9 +173,29 @@ def iso_time(query: Mapping[str, str], name: str) -> Optional[datetime]:
         return None
     try:
         when = datetime.fromisoformat(raw)
-    except ValueError:
+        # in UTC, so that the audit store gets a time it can parse
+        return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+                ).astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         raise BadRequest(f"invalid {name}: expected an ISO-8601 date or time") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def check_query(raw: str, query: Mapping[str, str], allowed: Optional[FrozenSet[str]]) -> None:
+    """Refuse query strings no client of ours sends (see the module docstring)."""
+    if len(raw) > MAX_QUERY_LENGTH:
+        raise BadRequest(f"query string too long (at most {MAX_QUERY_LENGTH} characters)")
+    items = list(query.items())  # not keys(): a multidict lists a repeated key once
+    if len(items) > MAX_PARAMS:
+        raise BadRequest(f"too many query parameters (at most {MAX_PARAMS})")
+    if len({key for key, _ in items}) != len(items):
+        raise BadRequest("repeated query parameter")
+    for key, value in items:
+        if allowed is not None and key not in allowed:
+            raise BadRequest("unknown query parameter"
+                             + (f": expected {', '.join(sorted(allowed))}" if allowed
+                                else ": this view takes none"))
+        if len(value) > MAX_VALUE_LENGTH:
+            raise BadRequest(f"query parameter too long (at most {MAX_VALUE_LENGTH} characters)")
 
 
 def optional_id(query: Mapping[str, str], name: str) -> Optional[str]:
@@ -237,10 +276,24 @@ def _utc(ts: float) -> str:
 # --- the base view ----------------------------------------------------------
 
 class ApiView(View):
-    """A JSON view whose errors are JSON too: 400, 404, 503, never a bare 500."""
+    """A JSON view whose errors are JSON too: 400, 404, 503, never a bare 500.
+
+    ``personal = True``: the view returns personal data and answers only
+    requests with a valid bearer token (``auth.refusal``), checked before
+    anything else.  ``params``: the query parameters the view takes; any
+    other is a 400 (None: not checked).
+    """
+
+    personal: ClassVar[bool] = False
+    params: ClassVar[Optional[FrozenSet[str]]] = None
 
     async def get(self, request: Request, **kwargs: Any) -> Response:
+        if self.personal:
+            refused = refusal(request)
+            if refused is not None:
+                return refuse(self, *refused)
         try:
+            check_query(request.query_string, request.query, self.params)
             response = await self.handle(request, **kwargs)
         except BadRequest as exc:
             return self.error(400, str(exc))
@@ -289,6 +342,8 @@ class TitleView(ApiView):
     co-partitioned), so the owner of the ratings partition is the owner of
     the counts.
     """
+
+    params = frozenset()
 
     async def handle(self, request: Request, movie_id: str) -> Response:
         valid_id(movie_id, "movie_id")
@@ -373,6 +428,9 @@ async def _user(user_id: str) -> Optional[Dict[str, Any]]:
 
 @app.page("/api/users/{user_id:[^/]+}/", name="api-user")
 class UserView(ApiView):
+    personal = True
+    params = frozenset()
+
     async def handle(self, request: Request, user_id: str) -> Response:
         valid_id(user_id, "user_id")
         found = await from_store("postgres", _user(user_id))
@@ -389,6 +447,8 @@ class LeaderboardView(ApiView):
     ``genre``), ``best`` = best average with at least MIN_VOTES votes,
     ``watched`` = most sessions started, ``window`` = most rated in the
     current ``window`` (default the tumbling one)."""
+
+    params = frozenset({"board", "window", "genre", "n"})
 
     async def handle(self, request: Request) -> Response:
         query = request.query
@@ -423,6 +483,9 @@ class LeaderboardView(ApiView):
 
 @app.page("/api/audit/", name="api-audit")
 class AuditView(ApiView):
+    personal = True
+    params = frozenset({"event_type", "user_id", "kind", "since", "until", "size"})
+
     async def handle(self, request: Request) -> Response:
         query = request.query
         event_type = choice(query, "event_type", STREAM_OF_TYPE)

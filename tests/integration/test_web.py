@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from harness import (Worker, expected_vs_tally, isolated_env, reset_stores, settings_for, simulate,
-                     stores_for, wait_until)
+from harness import (Worker, api_headers, expected_vs_tally, isolated_env, reset_stores,
+                     settings_for, simulate, stores_for, wait_until)
 from streamapp.tally import tally
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ class Service:
 
     async def get(self, path: str) -> Tuple[int, object]:
         url = URL(self.base + path, encoded=True)  # keep %2F and friends as sent
-        async with self.http.get(url) as response:
+        async with self.http.get(url, headers=api_headers(self.env)) as response:
             if response.content_type == "application/json":
                 return response.status, await response.json()
             return response.status, await response.text()
@@ -168,7 +168,9 @@ async def test_user_profile_without_card_data(service):
     assert all(s["status"] == "active" for s in body["current_subscriptions"])
     assert body["subscriptions"], "a paying user has a subscription"
     # the card token never leaves the database
-    async with service.http.get(service.base + f"/api/users/{user_id}/") as response:
+    async with service.http.get(service.base + f"/api/users/{user_id}/",
+                                headers=api_headers(service.env)) as response:
+        assert response.status == 200
         raw = await response.text()
     assert "tok_" not in raw and "card_token" not in raw
 
