@@ -17,10 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streamapp.config import settings  # noqa: E402
+from streamapp.connections import redact  # noqa: E402
 
 
 def main() -> int:
     bin_dir = Path(sys.executable).parent
+    # Migrations first, as the schema's owner (POSTGRES_MIGRATE_DSN when set).
+    if subprocess.run([sys.executable, "-m", "streamapp.migrate"], cwd=ROOT).returncode:
+        return 1
     worker = subprocess.Popen([str(bin_dir / "faust"), "-A", "streamapp", "worker", "-l", "info"],
                               cwd=ROOT)
     time.sleep(5)  # let the worker declare topics and join its group first
@@ -39,7 +43,7 @@ streamapp is running.
   audit search         {base}/api/audit/?event_type=rating.submitted
   Faust stats          {base}/   (and /assignment/, /performance/)
   Prometheus metrics   {base}/metrics
-  OpenSearch           {settings.elasticsearch_url}
+  OpenSearch           {redact(settings.elasticsearch_url)}
 Ctrl-C stops the worker, the audit trail and the simulator; `make services-down` stops the servers.
 """, flush=True)
     try:
