@@ -19,6 +19,7 @@ import logging
 from typing import Awaitable, Callable, Tuple, Type, TypeVar
 
 from ..config import settings
+from ..connections import redact
 from ..metrics import store_retries
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ async def retrying(store: str, attempt: Callable[[], Awaitable[T]],
             store_retries.labels(store=store).inc()
             level = logging.WARNING if isinstance(exc, TRANSIENT) else logging.ERROR
             log.log(level, "%s write failed (%s: %s); retry %d in %.1fs",
-                    store, type(exc).__name__, exc, failures, delay)
+                    store, type(exc).__name__, redact(str(exc)), failures, delay)
             if on_retry is not None:
                 await on_retry(exc)
             await asyncio.sleep(delay)
