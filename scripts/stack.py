@@ -525,11 +525,16 @@ class Kafka(Server):
             return
         marker = self.data / "scram-user"
         if not marker.exists() or marker.read_text() != self.scram_user:
-            # The one-off kafka-configs run goes to the PLAINTEXT listener.
+            # A one-off kafka-configs run against the PLAINTEXT listener. (Its
+            # --add-config-file does not take SCRAM credentials, so the password
+            # is on this local command line; a failure is reported without it.)
             password = stack_secret("kafka-sasl")
-            run(self.java("kafka.admin.ConfigCommand", "--bootstrap-server", self.address, "--alter",
-                          "--add-config", f"SCRAM-SHA-512=[iterations=8192,password={password}]",
-                          "--entity-type", "users", "--entity-name", self.scram_user))
+            try:
+                run(self.java("kafka.admin.ConfigCommand", "--bootstrap-server", self.address, "--alter",
+                              "--add-config", f"SCRAM-SHA-512=[iterations=8192,password={password}]",
+                              "--entity-type", "users", "--entity-name", self.scram_user))
+            except StackError as error:
+                raise StackError(str(error).replace(password, "***")) from None
             marker.write_text(self.scram_user)
         self.probe_sasl_ssl()
 
