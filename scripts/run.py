@@ -18,22 +18,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streamapp.config import settings  # noqa: E402
-
-
-def without_password(url: str) -> str:
-    """``url`` with any password in it replaced by ``***``, for printing."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+from streamapp.connections import redact  # noqa: E402
 
 
 def start_worker(index: int, env: dict) -> subprocess.Popen:
@@ -52,6 +43,9 @@ def main() -> int:
     if count < 1 or count > settings.topic_partitions:
         print(f"WORKERS must be 1..{settings.topic_partitions} (TOPIC_PARTITIONS)", file=sys.stderr)
         return 2
+    # Migrations first, as the schema's owner (POSTGRES_MIGRATE_DSN when set).
+    if subprocess.run([sys.executable, "-m", "streamapp.migrate"], cwd=ROOT).returncode:
+        return 1
     if settings.api_tokens:
         token, token_note = "<one of your API_TOKENS>", "from API_TOKENS"
         worker_env = dict(os.environ)
@@ -77,7 +71,7 @@ streamapp is running ({count} worker{"s" if count > 1 else ""}).
   a title              {base}/api/titles/m00000/
   Faust stats          {base}/   (and /assignment/, /performance/)
   Prometheus metrics   {base}/metrics{others}
-  OpenSearch           {without_password(settings.elasticsearch_url)}
+  OpenSearch           {redact(settings.elasticsearch_url)}
 Any worker answers for the whole deployment.
 Personal data needs the API token, {token_note}:
   API token            {token}

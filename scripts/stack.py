@@ -28,7 +28,9 @@ import argparse
 import base64
 import fcntl
 import functools
+import hashlib
 import json
+import secrets
 import logging
 import os
 import shutil
@@ -82,6 +84,39 @@ def port_open(port: int, host: str = BIND_HOST, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def stack_secret(name: str) -> str:
+    """A password for the local stack, made up once and kept in .stack/secrets/<name> (0600)."""
+    path = STACK / "secrets" / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        path.touch(0o600)
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+#: The app's settings for the stack's authenticated connections (``secure_env``).
+SECURE_ENV = "secure.env"
+
+
+def write_secure_env() -> None:
+    """Write .stack/secure.env: the app's variables for the authenticated users
+    and listeners that the running servers offer (``set -a; . .stack/secure.env``)."""
+    values: dict[str, str] = {}
+    for server in SERVERS.values():
+        if server.pid():
+            values.update(server.secure_env())
+    path = STACK / SECURE_ENV
+    if not values:
+        path.unlink(missing_ok=True)
+        return
+    path.touch(0o600)
+    path.write_text("# Written by scripts/stack.py up: the app's settings for the stack's\n"
+                    "# authenticated connections. Local passwords, made up once (.stack/secrets/).\n"
+                    + "".join(f"{k}={v}\n" for k, v in values.items()))
+    say(f"authenticated connection settings in {path}")
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -233,6 +268,10 @@ class Server:
     def after_start(self) -> None:
         """One-off setup once the server answers (e.g. create a database)."""
 
+    def secure_env(self) -> dict[str, str]:
+        """The app's settings for this server's authenticated users, if it has any."""
+        return {}
+
     # --- bookkeeping, shared
 
     @property
@@ -363,7 +402,7 @@ class Kafka(Server):
 
     def prepare(self) -> None:
         super().prepare()
-        (self.data / "server.properties").write_text(self.server_properties())
+        (self.data / "server.properties").write_text(self.with_sasl_ssl(self.server_properties()))
         (self.data / "log4j.properties").write_text(KAFKA_LOG4J)
         cluster_id = self.data / "cluster.id"
         if not cluster_id.exists():  # generated once; the log dir is formatted with it
@@ -421,6 +460,123 @@ class Kafka(Server):
             return f"metadata ok, {brokers} broker(s), {(time.perf_counter() - started) * 1000:.0f} ms"
 
         return asyncio.run(metadata())
+
+
+    # --- the SASL_SSL listener (KAFKA_SASL_SSL_PORT): TLS and SCRAM-SHA-512 next to PLAINTEXT
+
+    scram_user = "streamapp"
+
+    @property
+    def sasl_ssl_port(self) -> int | None:
+        """Port of the authenticated, encrypted listener; none unless KAFKA_SASL_SSL_PORT is set."""
+        value = os.environ.get("KAFKA_SASL_SSL_PORT")
+        return int(value) if value else None
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data / "tls"
+
+    def with_sasl_ssl(self, properties: str) -> str:
+        """server.properties plus a SASL_SSL listener, when one is asked for."""
+        if not self.sasl_ssl_port:
+            return properties
+        self.make_certificates()
+        listener = f"SASL_SSL://{BIND_HOST}:{self.sasl_ssl_port}"
+        lines = []
+        for line in properties.splitlines():
+            key = line.split("=", 1)[0]
+            if key in ("listeners", "advertised.listeners"):
+                line += f",{listener}"
+            elif key == "listener.security.protocol.map":
+                line += ",SASL_SSL:SASL_SSL"
+            lines.append(line)
+        keystore, password = self.tls_dir / "broker.p12", stack_secret("kafka-keystore")
+        lines += [
+            "# SASL_SSL: clients authenticate with SCRAM-SHA-512 over TLS (KAFKA_SASL_SSL_PORT).",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.ssl.keystore.type=PKCS12",
+            f"listener.name.sasl_ssl.ssl.keystore.location={keystore}",
+            f"listener.name.sasl_ssl.ssl.keystore.password={password}",
+            f"listener.name.sasl_ssl.ssl.key.password={password}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def make_certificates(self) -> None:
+        """A local CA and a broker certificate for 127.0.0.1/localhost, made once with openssl."""
+        tls = self.tls_dir
+        if (tls / "broker.p12").exists():
+            return
+        openssl = tool("openssl", "openssl")
+        tls.mkdir(parents=True, exist_ok=True)
+        tls.chmod(0o700)
+        say("kafka: making a local CA and a broker certificate")
+        run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+             "-subj", "/CN=streamapp local stack CA", "-keyout", str(tls / "ca.key"), "-out", str(tls / "ca.pem"),
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        run([openssl, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+             "-keyout", str(tls / "broker.key"), "-out", str(tls / "broker.csr")])
+        (tls / "broker.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                        "extendedKeyUsage=serverAuth\n")
+        run([openssl, "x509", "-req", "-in", str(tls / "broker.csr"), "-CA", str(tls / "ca.pem"),
+             "-CAkey", str(tls / "ca.key"), "-CAcreateserial", "-days", "3650",
+             "-extfile", str(tls / "broker.ext"), "-out", str(tls / "broker.pem")])
+        partial = tls / "broker.p12.partial"
+        run([openssl, "pkcs12", "-export", "-in", str(tls / "broker.pem"), "-inkey", str(tls / "broker.key"),
+             "-certfile", str(tls / "ca.pem"), "-name", "broker", "-out", str(partial),
+             "-passout", f"pass:{stack_secret('kafka-keystore')}"])
+        partial.replace(tls / "broker.p12")  # the keystore doubles as the "done" marker
+
+    def after_start(self) -> None:
+        """With a SASL_SSL listener: create the SCRAM user once, then check it can log in."""
+        if not self.sasl_ssl_port:
+            return
+        marker = self.data / "scram-user"
+        if not marker.exists() or marker.read_text() != self.scram_user:
+            # A one-off kafka-configs run against the PLAINTEXT listener. (Its
+            # --add-config-file does not take SCRAM credentials, so the password
+            # is on this local command line; a failure is reported without it.)
+            password = stack_secret("kafka-sasl")
+            try:
+                run(self.java("kafka.admin.ConfigCommand", "--bootstrap-server", self.address, "--alter",
+                              "--add-config", f"SCRAM-SHA-512=[iterations=8192,password={password}]",
+                              "--entity-type", "users", "--entity-name", self.scram_user))
+            except StackError as error:
+                raise StackError(str(error).replace(password, "***")) from None
+            marker.write_text(self.scram_user)
+        self.probe_sasl_ssl()
+
+    def probe_sasl_ssl(self) -> str:
+        """A metadata request over the SASL_SSL listener as the SCRAM user."""
+        import asyncio
+        import ssl
+
+        from aiokafka import AIOKafkaClient
+
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+        async def metadata() -> str:
+            client = AIOKafkaClient(
+                bootstrap_servers=f"{BIND_HOST}:{self.sasl_ssl_port}", request_timeout_ms=3000,
+                security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                sasl_plain_username=self.scram_user, sasl_plain_password=stack_secret("kafka-sasl"),
+                ssl_context=ssl.create_default_context(cafile=str(self.tls_dir / "ca.pem")))
+            try:
+                await client.bootstrap()
+            finally:
+                await client.close()
+            return "SASL_SSL ok"
+
+        return asyncio.run(metadata())
+
+    def secure_env(self) -> dict[str, str]:
+        if not self.sasl_ssl_port:
+            return {}
+        return {"KAFKA_BOOTSTRAP": f"{BIND_HOST}:{self.sasl_ssl_port}",
+                "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                "KAFKA_SASL_USERNAME": self.scram_user, "KAFKA_SASL_PASSWORD": stack_secret("kafka-sasl"),
+                "KAFKA_SSL_CAFILE": str(self.tls_dir / "ca.pem")}
 
 
 KAFKA_LOG4J = """\
@@ -486,6 +642,7 @@ class Postgres(Server):
             run([str(self.bindir() / "initdb"), "-D", str(self.data), "-U", self.superuser,
                  "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
                 user=self.run_as, group=self.run_as, extra_groups=[] if self.run_as else None)
+        self.require_worker_password()
 
     def check_reachable(self) -> None:
         """The postgres user must be able to reach the data dir through every parent."""
@@ -519,6 +676,40 @@ class Postgres(Server):
         for name in (self.database, FERRETDB_DATABASE):
             if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(name)}"):
                 self.psql(f"CREATE DATABASE {quote_ident(name)} OWNER {role}")
+        self.create_worker_role()
+
+    # --- the worker's role: DML on the app's tables, no DDL (``python -m streamapp.migrate``)
+
+    worker_role = "streamapp_worker"
+
+    def require_worker_password(self) -> None:
+        """pg_hba.conf: the worker role logs in with a password (SCRAM) even on loopback,
+        where everyone else is trusted; the line goes before initdb's trust lines."""
+        hba = self.data / "pg_hba.conf"
+        line = f"host all {self.worker_role} {BIND_HOST}/32 scram-sha-256"
+        text = hba.read_text()
+        if line not in text:
+            hba.write_text(f"# Added by scripts/stack.py: the worker role needs its password.\n{line}\n{text}")
+
+    def create_worker_role(self) -> None:
+        """A login role with a password and no privileges of its own; the migration
+        step grants it what the worker needs, table by table."""
+        password = quote_literal(stack_secret("postgres-worker"))
+        verb = "ALTER" if self.psql(
+            f"SELECT 1 FROM pg_roles WHERE rolname = {quote_literal(self.worker_role)}") else "CREATE"
+        # On stdin, so the password is in no command line (nor in an error message).
+        sql = (f"SET password_encryption = 'scram-sha-256';\n{verb} ROLE {quote_ident(self.worker_role)} "
+               f"LOGIN NOCREATEDB NOCREATEROLE PASSWORD {password};\n")
+        result = subprocess.run([str(self.bindir() / "psql"), "-h", str(self.socket_dir), "-p", str(self.port),
+                                 "-U", self.superuser, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qtA"],
+                                input=sql, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"postgres: could not set up role {self.worker_role}: {result.stderr.strip()[-500:]}")
+
+    def secure_env(self) -> dict[str, str]:
+        password = urllib.parse.quote(stack_secret("postgres-worker"), safe="")
+        return {"POSTGRES_DSN": f"postgresql://{self.worker_role}:{password}@{BIND_HOST}:{self.port}/{self.database}",
+                "POSTGRES_MIGRATE_DSN": self.dsn}
 
     def probe(self) -> str:
         import asyncio
@@ -680,6 +871,40 @@ class Redis(Server):
         finally:
             client.close()
         return f"PING ok, Redis {version}, {ms:.0f} ms"
+
+
+    # --- the app's ACL user: streamapp's keys and the commands it needs, nothing else
+
+    acl_user = "streamapp"
+    #: Reading and writing keys, scripts (EVALSHA, EVAL, SCRIPT LOAD/EXISTS),
+    #: MULTI, SELECT; no admin or "dangerous" command (FLUSHALL, FLUSHDB, CONFIG,
+    #: KEYS, INFO, DEBUG, SHUTDOWN...), nothing that lists other keys' names
+    #: (SCAN, RANDOMKEY), no script or function flushing, no pub/sub.
+    acl_commands = ("-@all", "+@read", "+@write", "+@scripting", "+@connection", "+@transaction",
+                    "-@dangerous", "+select", "-script|flush", "-script|kill", "-script|debug",
+                    "-function", "-scan", "-randomkey")
+
+    @property
+    def key_prefix(self) -> str:
+        return os.environ.get("REDIS_KEY_PREFIX") or "sa:"
+
+    def after_start(self) -> None:
+        """(Re)create the app's ACL user on every start: limited to keys under the prefix."""
+        import redis
+
+        digest = hashlib.sha256(stack_secret("redis-app").encode()).hexdigest()
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.key_prefix) + "*"
+        client = redis.Redis(host=BIND_HOST, port=self.port, socket_timeout=2)  # the default (admin) user
+        try:
+            client.execute_command("ACL", "SETUSER", self.acl_user, "reset", "on", f"#{digest}",
+                                   f"~{pattern}", "resetchannels", *self.acl_commands)
+        finally:
+            client.close()
+
+    def secure_env(self) -> dict[str, str]:
+        url = urllib.parse.urlsplit(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+        password = urllib.parse.quote(stack_secret("redis-app"), safe="")
+        return {"REDIS_URL": f"redis://{self.acl_user}:{password}@{BIND_HOST}:{self.port}{url.path or '/0'}"}
 
 
 class OpenSearch(Server):
@@ -1395,6 +1620,8 @@ def cmd_up(names: list[str], profile: str) -> int:
     except StackError as error:
         print(f"stack: {error}", file=sys.stderr)
         return 1
+    if profile == "single":
+        write_secure_env()
     return 0
 
 

@@ -14,6 +14,7 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
 from . import delivery
+from .connections import faust_credentials
 from .config import Settings, settings
 
 
@@ -25,6 +26,8 @@ def broker_options(cfg: Settings) -> dict:
     """How an app of ours talks to Kafka (the benchmark's pass-through uses them too)."""
     return dict(
         broker=broker_urls(cfg.kafka_bootstrap),
+        # SASL and/or TLS from KAFKA_SECURITY_PROTOCOL and friends (None: plaintext).
+        broker_credentials=faust_credentials(cfg),
         topic_partitions=cfg.topic_partitions,
         topic_replication_factor=cfg.topic_replicas,
         processing_guarantee=cfg.processing_guarantee,

@@ -36,6 +36,7 @@ from opensearchpy.exceptions import TransportError
 from . import metrics
 from .codec import Rejection, has_card_number, decode
 from .config import Settings, settings
+from .connections import kafka_client_options
 from .records import EVENT_TYPES, Event
 from .stores.audit import AuditBusy, AuditStore
 from .topics import STREAMS
@@ -244,14 +245,15 @@ class AuditTrail:
     def __init__(self, cfg: Settings = settings, store: Optional[AuditStore] = None) -> None:
         self.cfg = cfg
         self.store = store or AuditStore(cfg.elasticsearch_url, cfg.audit_index_prefix,
-                                            cfg.audit_refresh_interval)
+                                            cfg.audit_refresh_interval,
+                                            ca_file=cfg.elasticsearch_ca_file)
         self.topics = [s.topic_name for s in STREAMS.values()] + [
             cfg.output_topic("deadletter"), cfg.output_topic("outcomes")]
         self.indexed = 0
 
     def consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            *self.topics, bootstrap_servers=self.cfg.kafka_bootstrap,
+            *self.topics, **kafka_client_options(self.cfg),
             group_id=f"{self.cfg.app_id}-audit", enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=2000,
             fetch_min_bytes=self.cfg.audit_fetch_min_bytes,

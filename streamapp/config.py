@@ -30,7 +30,7 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     # --- connections -----------------------------------------------------
     #: Kafka bootstrap servers, ``host:port[,host:port]``.
@@ -58,6 +58,44 @@ class Settings:
     #: Elasticsearch 8 or OpenSearch 2 URL (the audit store).  Empty disables
     #: audit indexing; audit events then simply wait on Kafka.
     elasticsearch_url: str = field(default_factory=lambda: _env("ELASTICSEARCH_URL", "http://127.0.0.1:9200"))
+
+    # --- connection security (README "Security", "Connections") ----------
+    # Every URL and DSN above may carry credentials (``user:password@``):
+    # PostgreSQL, MongoDB (``?authSource=admin``), Redis (an ACL user) and
+    # Elasticsearch (``https://user:password@host:9200``).  We never log them:
+    # ``streamapp.connections.redact`` masks any URL we print.
+    #: How we talk to Kafka: PLAINTEXT (the local stack's default listener),
+    #: SSL, SASL_PLAINTEXT or SASL_SSL (what a shared cluster should require:
+    #: authenticated and encrypted).
+    kafka_security_protocol: str = field(default_factory=lambda: _env(
+        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").strip().upper())
+    #: SASL mechanism when the protocol is SASL_*: SCRAM-SHA-512 (salted,
+    #: challenge-response: the password never crosses the wire), SCRAM-SHA-256
+    #: or PLAIN (only ever over SSL).
+    kafka_sasl_mechanism: str = field(default_factory=lambda: _env(
+        "KAFKA_SASL_MECHANISM", "SCRAM-SHA-512").strip().upper())
+    kafka_sasl_username: str = field(default_factory=lambda: _env("KAFKA_SASL_USERNAME", ""))
+    kafka_sasl_password: str = field(default_factory=lambda: _env("KAFKA_SASL_PASSWORD", ""),
+                                     repr=False)
+    #: CA bundle (PEM) that signed the brokers' certificates, for SSL and
+    #: SASL_SSL; empty trusts the system's CAs.
+    kafka_ssl_cafile: str = field(default_factory=lambda: _env("KAFKA_SSL_CAFILE", ""))
+    #: A client certificate and key (PEM), only for brokers that require
+    #: mutual TLS (``ssl.client.auth=required``).
+    kafka_ssl_certfile: str = field(default_factory=lambda: _env("KAFKA_SSL_CERTFILE", ""))
+    kafka_ssl_keyfile: str = field(default_factory=lambda: _env("KAFKA_SSL_KEYFILE", ""))
+    #: The owner's DSN, for ``python -m streamapp.migrate`` only.  When set,
+    #: the worker's ``POSTGRES_DSN`` may be a role without DDL rights: the
+    #: worker then never migrates, it waits for the schema version it needs.
+    #: Empty keeps the simple setup: the worker's own role owns the tables
+    #: and migrates at start.
+    postgres_migrate_dsn: str = field(default_factory=lambda: _env("POSTGRES_MIGRATE_DSN", ""))
+    #: CA bundle (PEM) for MongoDB over TLS (``tls=true`` in MONGODB_URL);
+    #: empty trusts the system's CAs.
+    mongodb_tls_ca_file: str = field(default_factory=lambda: _env("MONGODB_TLS_CA_FILE", ""))
+    #: CA bundle (PEM) for an https ELASTICSEARCH_URL; empty trusts the
+    #: system's CAs.
+    elasticsearch_ca_file: str = field(default_factory=lambda: _env("ELASTICSEARCH_CA_FILE", ""))
 
     # --- the Faust app ---------------------------------------------------
     app_id: str = field(default_factory=lambda: _env("STREAMAPP_ID", "streamapp"))
@@ -223,6 +261,15 @@ class Settings:
     def output_topic(self, name: str) -> str:
         """Full name of a topic S2 writes: ``outcomes`` or ``deadletter``."""
         return f"{self.output_topic_prefix or self.topic_prefix}.{name}"
+
+    def __repr__(self) -> str:
+        """Settings without secrets: URL passwords masked, the SASL password left out."""
+        from .connections import redact
+
+        shown = ", ".join(f"{f.name}={redact(getattr(self, f.name))!r}" if isinstance(
+            getattr(self, f.name), str) else f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self) if f.repr)
+        return f"Settings({shown})"
 
     def with_overrides(self, **changes) -> "Settings":
         """A copy with some settings replaced (tests build apps this way)."""

@@ -9,7 +9,8 @@ from typing import Dict
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .config import Settings
+from .config import Settings, settings
+from .connections import kafka_client_options
 from .stores import Stores
 
 
@@ -52,9 +53,9 @@ async def redis_counts(stores: Stores) -> Dict[str, int]:
     return counts
 
 
-async def topic_size(topic: str, bootstrap: str) -> int:
+async def topic_size(topic: str, bootstrap: str, cfg: Settings = settings) -> int:
     """Messages currently in a topic (sum of end minus beginning offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(**kafka_client_options(cfg, bootstrap))
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -76,5 +77,5 @@ async def tally(stores: Stores, cfg: Settings) -> Dict[str, Dict[str, int]]:
         "postgres": await postgres_counts(stores),
         "mongodb": await mongo_counts(stores),
         "redis": await redis_counts(stores),
-        "deadletter": await topic_size(cfg.output_topic("deadletter"), cfg.kafka_bootstrap),
+        "deadletter": await topic_size(cfg.output_topic("deadletter"), cfg.kafka_bootstrap, cfg),
     }

@@ -46,14 +46,13 @@ def isolated_env(tag: Optional[str] = None, database: str = "streamapp_test",
     base_dsn = os.environ.get("POSTGRES_DSN", "postgresql://streamapp@127.0.0.1:5432/streamapp")
     mongo = (os.environ.get("TEST_MONGODB_URL") or os.environ.get("MONGODB_URL")
              or "mongodb://127.0.0.1:27017/streamapp_test")
-    redis = urllib.parse.urlsplit(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
-    redis_base = f"{redis.scheme}://{redis.netloc}"
+    redis = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     return {
         "STREAMAPP_ID": f"streamapp-{tag}",
         "TOPIC_PREFIX": tag,
-        "POSTGRES_DSN": base_dsn.rsplit("/", 1)[0] + "/" + database,
-        "MONGODB_URL": mongo.rsplit("/", 1)[0] + "/" + database,
-        "REDIS_URL": f"{redis_base}/{redis_db}",
+        "POSTGRES_DSN": with_path(base_dsn, database),
+        "MONGODB_URL": with_path(mongo, database),
+        "REDIS_URL": with_path(redis, str(redis_db)),
         "AUDIT_INDEX_PREFIX": f"{tag}-audit",
         "STREAMAPP_DATA_DIR": str(ROOT / ".stack" / "data" / "test-workers" / tag),
         "TOPIC_PARTITIONS": "4",
@@ -92,6 +91,46 @@ def cluster_up() -> bool:
 BOOTSTRAPS: set = set()
 
 
+def with_path(url: str, path: str) -> str:
+    """``url`` naming another database (its path), credentials and query kept."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + path))
+
+
+def url_path(url: str) -> str:
+    """The database a URL names (its path, without the query)."""
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.lstrip("/"))
+
+
+def stack_secure_env() -> Dict[str, str]:
+    """The settings ``scripts/stack.py up`` wrote for the stack's authenticated
+    connections (``.stack/secure.env``); empty when the stack offers none
+    (e.g. servers reused from elsewhere, or no KAFKA_SASL_SSL_PORT)."""
+    path = Path(os.environ.get("STACK_DIR") or ROOT / ".stack") / "secure.env"
+    if not path.exists():
+        return {}
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def authenticated_env(env: Dict[str, str], secure: Dict[str, str]) -> Dict[str, str]:
+    """``env`` (a namespace) switched to the stack's authenticated connections:
+    Kafka over SASL_SSL, the Redis ACL user, the PostgreSQL worker role (with
+    the namespace's own role as the migration owner), same databases."""
+    out = dict(env)
+    out.update({k: v for k, v in secure.items() if k.startswith("KAFKA_")})
+    if "REDIS_URL" in secure:
+        out["REDIS_URL"] = with_path(secure["REDIS_URL"], url_path(env["REDIS_URL"]))
+    if "POSTGRES_DSN" in secure:
+        out["POSTGRES_MIGRATE_DSN"] = env["POSTGRES_DSN"]
+        out["POSTGRES_DSN"] = with_path(secure["POSTGRES_DSN"], url_path(env["POSTGRES_DSN"]))
+    return out
+
+
 async def drop_namespaces(tags: Sequence[str]) -> None:
     """Delete the namespaces' Kafka topics and audit indices (best effort).
 
@@ -102,13 +141,16 @@ async def drop_namespaces(tags: Sequence[str]) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
     from opensearchpy import AsyncOpenSearch
 
+    from streamapp.connections import kafka_client_options
+
     if not tags:
         return
     cfg = settings_for({})
     prefixes = tuple(p for tag in tags for p in (f"{tag}.", f"streamapp-{tag}-"))
     for bootstrap in {cfg.kafka_bootstrap, *BOOTSTRAPS}:
         try:
-            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+            admin = AIOKafkaAdminClient(**kafka_client_options(
+                cfg.with_overrides(kafka_bootstrap=bootstrap)))
             await admin.start()
             try:
                 mine = [t for t in await admin.list_topics() if t.startswith(prefixes)]
@@ -121,7 +163,8 @@ async def drop_namespaces(tags: Sequence[str]) -> None:
                   file=sys.stderr)
     if not cfg.elasticsearch_url:
         return
-    client = AsyncOpenSearch(hosts=[cfg.elasticsearch_url], timeout=10)
+    tls = {"ca_certs": cfg.elasticsearch_ca_file} if cfg.elasticsearch_ca_file else {}
+    client = AsyncOpenSearch(hosts=[cfg.elasticsearch_url], timeout=10, **tls)
     try:
         patterns = ",".join(f"{tag}-*" for tag in tags)
         await client.indices.delete(index=patterns, params={"ignore_unavailable": "true",
@@ -142,8 +185,8 @@ async def reset_stores(env: Dict[str, str]) -> None:
     import redis.asyncio as aioredis
     from pymongo import AsyncMongoClient
 
-    server, database = env["POSTGRES_DSN"].rsplit("/", 1)
-    conn = await asyncpg.connect(server + "/streamapp")
+    database = url_path(env["POSTGRES_DSN"])
+    conn = await asyncpg.connect(with_path(env["POSTGRES_DSN"], "streamapp"))
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
             await conn.execute(f'CREATE DATABASE "{database}"')
@@ -155,7 +198,7 @@ async def reset_stores(env: Dict[str, str]) -> None:
     finally:
         await conn.close()
     mongo = AsyncMongoClient(env["MONGODB_URL"])
-    await mongo.drop_database(env["MONGODB_URL"].rsplit("/", 1)[1])
+    await mongo.drop_database(url_path(env["MONGODB_URL"]))
     await mongo.close()
     if env.get("REDIS_CLUSTER") == "true":  # one database: delete the namespace's keys
         from redis.asyncio.cluster import RedisCluster

@@ -19,7 +19,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tqdm import tqdm
 
-from ..config import settings
+from ..config import Settings, settings
+from ..connections import kafka_client_options
 from ..topics import STREAMS
 from .world import World
 
@@ -46,9 +47,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     return args
 
 
-async def ensure_topics(bootstrap: str) -> None:
+async def ensure_topics(bootstrap: str, cfg: Settings = settings) -> None:
     """Create our topics with the configured partition count if missing."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_options(cfg, bootstrap))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -67,7 +68,7 @@ async def produce(args: argparse.Namespace) -> dict:
     world = World(args.seed, args.users, args.titles, args.bad_share, args.epoch)
     # Idempotent, acks=all, and patient: a broker that restarts mid-run delays
     # delivery (up to 5 minutes) instead of failing the run.
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(**kafka_client_options(settings), acks="all",
                                 enable_idempotence=True, linger_ms=5,
                                 max_batch_size=256 * 1024, request_timeout_ms=300_000,
                                 retry_backoff_ms=500)

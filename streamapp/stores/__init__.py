@@ -12,15 +12,17 @@ from .redis import RedisStore
 
 class Stores:
     def __init__(self, cfg: Settings) -> None:
-        self.postgres = PostgresStore(cfg.postgres_dsn)
-        self.mongo = MongoStore(cfg.mongodb_url)
+        # With a separate migration DSN the worker's role may lack DDL rights:
+        # it then checks the schema version instead of migrating.
+        self.postgres = PostgresStore(cfg.postgres_dsn, migrate=not cfg.postgres_migrate_dsn)
+        self.mongo = MongoStore(cfg.mongodb_url, tls_ca_file=cfg.mongodb_tls_ca_file)
         self.redis = RedisStore(cfg.redis_url, session_ttl_s=cfg.session_ttl_s,
                                 dedupe_ttl_s=cfg.dedupe_ttl_s,
                                 cache_ttl_s=cfg.catalog_cache_ttl_s,
                                 cluster=cfg.redis_cluster, prefix=cfg.redis_key_prefix,
                                 shards=cfg.redis_shards)
         self.audit = AuditStore(cfg.elasticsearch_url, cfg.audit_index_prefix,
-                                cfg.audit_refresh_interval)
+                                cfg.audit_refresh_interval, ca_file=cfg.elasticsearch_ca_file)
 
     async def close(self) -> None:
         for store in (self.postgres, self.mongo, self.redis, self.audit):

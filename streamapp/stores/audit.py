@@ -96,8 +96,12 @@ def failures(reply: Dict[str, Any]) -> Tuple[List[dict], List[dict]]:
 class AuditStore:
     name = "audit"
 
-    def __init__(self, url: str, prefix: str, refresh_interval: str = "5s") -> None:
+    def __init__(self, url: str, prefix: str, refresh_interval: str = "5s",
+                 ca_file: str = "") -> None:
+        # ``https://user:password@host:9200``: the client sends the URL's
+        # credentials as basic auth; ``ca_file`` verifies the server's certificate.
         self._url = url
+        self._tls = {"ca_certs": ca_file, "verify_certs": True} if ca_file else {}
         self.prefix = prefix
         self.refresh_interval = refresh_interval
         self._client: Optional[AsyncOpenSearch] = None
@@ -112,7 +116,7 @@ class AuditStore:
     def client(self) -> AsyncOpenSearch:
         if self._client is None:
             self._client = AsyncOpenSearch(hosts=[self._url], timeout=10, max_retries=0,
-                                           serializer=FastJSON())
+                                           serializer=FastJSON(), **self._tls)
         return self._client
 
     async def close(self) -> None:

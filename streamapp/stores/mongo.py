@@ -42,8 +42,11 @@ _TITLE_FIELDS = ("title", "year", "genres", "directors", "similar", "synopsis", 
 class MongoStore:
     name = "mongodb"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, tls_ca_file: str = "") -> None:
+        # Credentials stay in the URL (``mongodb://user:password@host/db?authSource=admin``),
+        # where PyMongo reads them; ``tls_ca_file`` verifies a TLS server's certificate.
         self._url = url
+        self._tls = {"tlsCAFile": tls_ca_file} if tls_ca_file else {}
         self._db_name = urlparse(url).path.lstrip("/") or "streamapp"
         self._client: Optional[AsyncMongoClient] = None
         self._indexed = False
@@ -59,8 +62,7 @@ class MongoStore:
 
     async def movies(self):
         if self._client is None:
-            self._client = AsyncMongoClient(self._url, serverSelectionTimeoutMS=3000, socketTimeoutMS=15000,
-                                            connectTimeoutMS=3000, tz_aware=True)
+            self._client = self.new_client()
         database = self._client[self._db_name]
         collection = database["movies"]
         if not self._indexed:
@@ -70,6 +72,11 @@ class MongoStore:
             await database["title_ratings"].create_index([("avg", DESCENDING)])
             self._indexed = True
         return collection
+
+    def new_client(self) -> AsyncMongoClient:
+        """A client for our URL (it connects on first use)."""
+        return AsyncMongoClient(self._url, serverSelectionTimeoutMS=3000, socketTimeoutMS=15000,
+                                connectTimeoutMS=3000, tz_aware=True, **self._tls)
 
     async def title_ratings(self):
         return (await self.movies()).database["title_ratings"]

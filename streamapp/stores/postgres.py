@@ -31,8 +31,11 @@ Source = Tuple[int, int]
 class PostgresStore:
     name = "postgres"
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, migrate: bool = True) -> None:
         self._dsn = dsn
+        #: Apply migrations on connect (the role owns the schema), or only
+        #: check that ``python -m streamapp.migrate`` has applied them all.
+        self._migrate = migrate
         self._pool: asyncpg.Pool | None = None
         self._connecting = asyncio.Lock()
 
@@ -43,7 +46,10 @@ class PostgresStore:
                                                  command_timeout=30)
                 try:
                     async with pool.acquire() as conn:
-                        await migrate(conn)
+                        if self._migrate:
+                            await migrate(conn)
+                        else:
+                            await check_schema(conn)
                 except BaseException:
                     await pool.close()
                     raise
@@ -134,6 +140,33 @@ async def _totals(db, movie_ids: Optional[Sequence[str]] = None) -> Dict[str, Tu
     else:
         rows = await db.fetch(query + " WHERE movie_id = ANY($1::text[])", list(movie_ids))
     return {r["movie_id"]: (r["votes"], r["score_sum"]) for r in rows}
+
+
+def known_migrations() -> List[str]:
+    """Versions of the SQL files in ``migrations/``, in the order they apply."""
+    folder = resources.files(__package__) / "migrations"
+    return sorted(e.name.removesuffix(".sql") for e in folder.iterdir() if e.name.endswith(".sql"))
+
+
+class SchemaNotReady(RuntimeError):
+    """The database lacks migrations this code needs (and this role may not apply them).
+
+    A RuntimeError, not a data error: the sinks retry it with backoff, so a
+    worker started before ``python -m streamapp.migrate`` waits for it."""
+
+
+async def check_schema(conn: asyncpg.Connection) -> None:
+    """Fail clearly unless every migration of this code base has been applied."""
+    if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        done: set = set()
+    else:
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    missing = [v for v in known_migrations() if v not in done]
+    if missing:
+        user = await conn.fetchval("SELECT current_user")
+        raise SchemaNotReady(
+            f"PostgreSQL schema lacks migrations {', '.join(missing)}; role {user} does not migrate "
+            f"(POSTGRES_MIGRATE_DSN is set): run `python -m streamapp.migrate` first")
 
 
 async def migrate(conn: asyncpg.Connection) -> List[str]:

@@ -57,6 +57,7 @@ from tables.ratings import (HOPPING, TUMBLING, hopping_count, tumbling_count,
 
 from ..app import app, know_partitions
 from ..config import settings
+from ..connections import redact
 from ..deployment import add_up, deployment, owners
 from ..stores import stores
 from ..topics import STREAM_OF_TOPIC, STREAM_OF_TYPE, STREAMS, ratings_topic
@@ -126,7 +127,7 @@ class StoreUnavailable(Exception):
     def __init__(self, store: str, exc: BaseException) -> None:
         super().__init__(f"{store} unavailable")
         self.store = store
-        self.detail = f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__
+        self.detail = redact(f"{type(exc).__name__}: {exc}")[:300] if str(exc) else type(exc).__name__
 
 
 async def from_store(store: str, call: Awaitable, timeout: float = STORE_TIMEOUT_S):
@@ -514,7 +515,7 @@ async def _probe(name: str, ping: Callable[[], Awaitable[bool]]) -> Dict[str, An
     except asyncio.TimeoutError:
         result = {"ok": False, "error": f"no answer in {PING_TIMEOUT_S}s"}
     except Exception as exc:  # any failure means "not reachable", never a 500
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        result = {"ok": False, "error": redact(f"{type(exc).__name__}: {exc}")[:300]}
     result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
     return result
 

@@ -7,6 +7,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from harness import wait_until
+from streamapp.connections import kafka_client_options
 
 pytestmark = pytest.mark.integration
 
@@ -14,13 +15,13 @@ pytestmark = pytest.mark.integration
 async def test_kafka_round_trip(cfg):
     topic = f"{cfg.topic_prefix}.smoke"
     value = uuid.uuid4().hex.encode()
-    producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**kafka_client_options(cfg), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(topic, value)
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=cfg.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(topic, **kafka_client_options(cfg),
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -87,7 +88,7 @@ async def test_a_worker_consumes_a_record_sent_to_a_topic(worker, namespace, sto
 
     event = r.PreferenceSet(event_id=str(uuid.uuid4()), occurred_at=datetime.now(timezone.utc),
                             user_id="u-smoke", key="language", value="pt")
-    producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**kafka_client_options(cfg), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(cfg.topic("preferences"), encode(event), key=key_of(event))

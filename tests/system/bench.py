@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 import traceback
+import urllib.parse
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -152,7 +153,7 @@ class Probe:
         redis_counts = {t: counted.get(t, 0) for t in types}
         complete = self.titles_expected is not None and self._titles >= self.titles_expected
         if not complete and time.time() - self._titles_at >= self.TITLES_EVERY_S:
-            db = self._mongo[self.env["MONGODB_URL"].rsplit("/", 1)[1]]
+            db = self._mongo[urllib.parse.urlsplit(self.env["MONGODB_URL"]).path.lstrip("/")]
             self._titles = int((await db.command({"collStats": "movies"})).get("count") or 0)
             self._titles_at = time.time()
         titles = self._titles
@@ -488,6 +489,9 @@ async def ceiling_consumer(args: argparse.Namespace) -> None:
     """A bare aiokafka consumer in a fresh group: read everything, count it, nothing else."""
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
+    from streamapp.config import settings
+    from streamapp.connections import kafka_client_options
+
     assigned: List[float] = []
 
     class Listener(ConsumerRebalanceListener):
@@ -497,7 +501,7 @@ async def ceiling_consumer(args: argparse.Namespace) -> None:
         async def on_partitions_assigned(self, tps):
             assigned.append(time.time())
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=args.bootstrap, group_id=args.group,
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings, args.bootstrap), group_id=args.group,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     consumer.subscribe(args.topics.split(","), listener=Listener())
     await consumer.start()
@@ -695,7 +699,7 @@ async def deadletter_size(env: Dict[str, str]) -> int:
     from streamapp.tally import topic_size
 
     cfg = settings_for(env)
-    return await topic_size(cfg.output_topic("deadletter"), cfg.kafka_bootstrap)
+    return await topic_size(cfg.output_topic("deadletter"), cfg.kafka_bootstrap, cfg)
 
 
 async def run_pipeline(name: str, env: Dict[str, str], summary: dict, budget: Optional[float],
@@ -901,8 +905,10 @@ class AuditLag:
         from aiokafka import AIOKafkaConsumer
         from aiokafka.admin import AIOKafkaAdminClient
 
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=self.cfg.kafka_bootstrap)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.cfg.kafka_bootstrap)
+        from streamapp.connections import kafka_client_options
+
+        self.admin = AIOKafkaAdminClient(**kafka_client_options(self.cfg))
+        self.consumer = AIOKafkaConsumer(**kafka_client_options(self.cfg))
         await self.admin.start()
         await self.consumer.start()
         return self
@@ -956,7 +962,9 @@ async def last_outcome_at(cfg, since: float) -> Optional[float]:
     """Kafka timestamp of the newest outcome message sent after ``since``."""
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False)
+    from streamapp.connections import kafka_client_options
+
+    consumer = AIOKafkaConsumer(**kafka_client_options(cfg), enable_auto_commit=False)
     await consumer.start()
     try:
         tps = await topic_partitions(consumer, cfg.output_topic("outcomes"))
@@ -997,7 +1005,9 @@ class OutcomeWatcher:
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.cfg.kafka_bootstrap,
+        from streamapp.connections import kafka_client_options
+
+        self.consumer = AIOKafkaConsumer(**kafka_client_options(self.cfg),
                                          enable_auto_commit=False)
         await self.consumer.start()
         tps = await topic_partitions(self.consumer, self.cfg.output_topic("outcomes"))

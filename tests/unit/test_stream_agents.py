@@ -11,6 +11,7 @@ from harness import wait_until
 from streamapp import records as r
 from streamapp.codec import encode, key_of
 from streamapp.config import settings
+from streamapp.connections import kafka_client_options
 from streamapp.stores import stores
 
 
@@ -185,7 +186,7 @@ async def test_bad_input_goes_to_the_dead_letter_topic_with_its_reason(app):
     async with ratings.test_context() as agent:
         await agent.put(raw, key=b"m-bad", wait=False)
         await asyncio.sleep(1.0)
-    consumer = AIOKafkaConsumer(settings.output_topic("deadletter"), bootstrap_servers=settings.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(settings.output_topic("deadletter"), **kafka_client_options(settings),
                                 auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     try:
