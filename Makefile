@@ -21,11 +21,11 @@ WORKERS ?= 1
 run: venv services-up
 	@$(APP_ENV) WORKERS=$(WORKERS) $(PY) scripts/run.py
 
-## test: install, bring up both profiles (the cluster test needs the second), run the unit, contract, integration and security tests
+## test: install, bring up both profiles (the cluster test needs the second; Kafka with its SASL_SSL listener), run the unit, contract, integration and security tests
 test: venv browser
-	$(STACK) --profile single up
+	KAFKA_SASL_SSL_PORT=$${KAFKA_SASL_SSL_PORT:-9094} $(STACK) --profile single up
 	$(STACK) --profile cluster up
-	TEST_CLUSTER=1 TEST_REDIS_CLUSTER_URL=redis://127.0.0.1:7001/0 \
+	TEST_CLUSTER=1 TEST_SECURE=1 TEST_REDIS_CLUSTER_URL=redis://127.0.0.1:7001/0 \
 		$(PY) -m pytest tests/unit tests/contract tests/integration tests/security -m "not slow"
 
 ## chaos: the long fault-injection scenarios on one node (kill -9, store outages, broker restart)
