@@ -118,11 +118,12 @@ class Settings:
     #: How often the consumer refreshes cluster metadata even when nothing
     #: asks it to.  A group leader that assigns partitions from metadata
     #: missing a topic (a broker's answer during a rebalance on the
-    #: three-broker cluster did) leaves that topic unassigned until its
-    #: metadata changes again; Faust's default of 5 minutes made that a
-    #: 5-minute stall, this bounds it.
+    #: three-broker cluster did, and a worker that has just created its
+    #: topics does) leaves that topic unassigned until its metadata changes
+    #: again; Faust's default of 5 minutes made that a 5-minute stall, this
+    #: bounds it to about 10 s, for one small request every 10 s.
     consumer_metadata_max_age_ms: int = field(default_factory=lambda: _env_int(
-        "CONSUMER_METADATA_MAX_AGE_MS", 30_000))
+        "CONSUMER_METADATA_MAX_AGE_MS", 10_000))
     #: RocksDB memory per table partition: the write buffer (memtable) size and
     #: the block cache.  A memtable grows with every write until it is full,
     #: and there is one per partition of every table (8 by default): with RocksDB's

@@ -50,7 +50,8 @@ from typing import (Any, Awaitable, Callable, ClassVar, Dict, FrozenSet, Iterabl
 import aiohttp
 import orjson
 from faust.web import Request, Response, View
-from faust.web.exceptions import WebError
+from faust.web.exceptions import ServiceUnavailable, WebError
+from yarl import URL
 
 from tables.ratings import (HOPPING, TUMBLING, hopping_count, tumbling_count,
                             window_start)
@@ -64,6 +65,13 @@ from ..topics import STREAM_OF_TOPIC, STREAM_OF_TYPE, STREAMS, ratings_topic
 from .auth import refusal, refuse
 
 log = logging.getLogger(__name__)
+
+#: Marks a title request one worker forwarded to another (never forwarded twice).
+FORWARDED_HEADER = "X-Streamapp-Forwarded-By"
+
+
+def _same_worker(a: URL, b: URL) -> bool:
+    return (a.host, a.port) == (b.host, b.port)
 
 #: User, title and other ids in paths and query strings.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -325,17 +333,19 @@ class TitleView(ApiView):
 
     The window counts live in tables partitioned like the ratings topic, and a
     worker holds only the partitions it was assigned.  ``handle`` validates
-    the id, then calls ``routed``, which Faust's router wraps: it finds the
-    partition of the key, looks up which worker the partition assignor gave
-    that partition to, and either runs ``routed`` here (same worker) or
-    forwards the request to that worker's web server and relays its answer.
+    the id, asks Faust's router which worker the partition assignor gave the
+    title's partition, and either answers here (same worker) or forwards the
+    request to that worker's web server once and relays its answer.  A
+    forwarded request carries ``FORWARDED_HEADER``; a worker that receives
+    one but does not own the title either (the two disagree while partitions
+    move) answers 503 instead of forwarding again, so a request never loops.
     While partitions are being reassigned the assignor may not know the
-    owner: Faust then answers 503.
+    owner: that is a 503 too.
 
-    Why ``topic_route(ratings_topic)`` rather than ``table_route(rating_counts)``:
-    a table update goes to the changelog partition of the event being
-    processed, i.e. the ratings topic's partition of the title, which Kafka
-    picks by hashing the raw key bytes (``m00000``).  ``table_route`` instead
+    Why the ratings topic rather than the table's changelog key: a table
+    update goes to the changelog partition of the event being processed,
+    i.e. the ratings topic's partition of the title, which Kafka picks by
+    hashing the raw key bytes (``m00000``).  Faust's ``table_route`` instead
     hashes the key as the table's changelog serializes it, JSON by default
     (``"m00000"``, quotes included), which names a different partition, and
     so often a different worker.  The assignor gives the same worker
@@ -350,13 +360,30 @@ class TitleView(ApiView):
         valid_id(movie_id, "movie_id")
         await ensure_route_metadata(ratings_topic.get_topic_name())
         try:
-            return await self.routed(request, movie_id=movie_id)
+            owner = app.router.external_topic_key_store(ratings_topic, movie_id)
+        except KeyError:
+            raise ServiceUnavailable() from None  # the assignor knows no owner yet
+        if _same_worker(owner, app.conf.canonical_url):
+            return await self.title(movie_id)
+        if request.headers.get(FORWARDED_HEADER):
+            raise StoreUnavailable("worker", RuntimeError(
+                "partition moving: the worker this came from and this one both see another owner"))
+        try:
+            return await self.forward(request, owner)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            # only forwarding raises these (store calls raise StoreUnavailable)
             raise StoreUnavailable("worker", exc) from exc
 
-    @app.topic_route(ratings_topic, match_info="movie_id")
-    async def routed(self, request: Request, movie_id: str) -> Response:
+    async def forward(self, request: Request, owner: URL) -> Response:
+        """Relay the request to the owning worker, marked as forwarded."""
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        headers[FORWARDED_HEADER] = str(app.conf.canonical_url)
+        url = request.url.with_host(owner.host).with_port(owner.port)
+        async with app.http_client.get(url, headers=headers,
+                                       timeout=aiohttp.ClientTimeout(total=STORE_TIMEOUT_S)) as reply:
+            return self.text(await reply.text(), content_type=reply.content_type,
+                             status=reply.status)
+
+    async def title(self, movie_id: str) -> Response:
         now = time.time()
         doc = await from_store("redis", stores.redis.cached_title(movie_id, load_title))
         totals = await from_store("postgres", stores.postgres.title_totals([movie_id]))

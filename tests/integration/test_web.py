@@ -417,6 +417,18 @@ async def test_title_requests_reach_the_worker_that_counts_the_title(tmp_path):
                 servers.add(one["served_by"])
             # a dozen titles spread over four partitions land on both workers
             assert servers == {f"http://127.0.0.1:{w.port}" for w in workers}
+
+            # a request one worker forwarded is never forwarded again: the
+            # worker that does not own the title answers 503 (partitions moving)
+            first = f"http://127.0.0.1:{workers[0].port}"
+            for movie_id in totals:
+                if (await get(workers[0], f"/api/titles/{movie_id}/"))[1]["served_by"] != first:
+                    break  # a title the second worker owns
+            async with http.get(f"http://127.0.0.1:{workers[0].port}/api/titles/{movie_id}/",
+                                headers={"X-Streamapp-Forwarded-By": "http://elsewhere:1"}
+                                ) as response:
+                body = await response.json()
+            assert response.status == 503 and body["store"] == "worker", body
     finally:
         for w in workers:
             w.stop()
