@@ -29,11 +29,10 @@ from typing import Callable, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import (CREATED, Worker, cluster_up, drop_namespaces, isolated_env,  # noqa: E402
-                     reset_stores, stack_module)
+from harness import (Worker, cluster_up, isolated_env, measure, reset_stores,  # noqa: E402
+                     stack_module)
 
-from harness import measure  # noqa: E402
-from tests.system.chaos import WORK, start_simulator  # noqa: E402
+from tests.system.chaos import WORK, run_scenarios, start_simulator  # noqa: E402
 
 stack = stack_module()
 BASE_PORT = 6191
@@ -184,21 +183,7 @@ def main(names: List[str]) -> int:
         print("the cluster profile is not up: STACK_PROFILE=cluster make services-up",
               file=sys.stderr)
         return 2
-    failed = False
-    for name in names or list(SCENARIOS):
-        started = time.monotonic()
-        try:
-            result = asyncio.run(SCENARIOS[name]())
-        except Exception as exc:  # a scenario that cannot finish is a failure, loudly
-            print(f"scenario={name} error={type(exc).__name__}: {exc}", flush=True)
-            failed = True
-            continue
-        print(f"scenario={name} " + " ".join(f"{k}={v}" for k, v in result.items()), flush=True)
-        say(f"{name} took {time.monotonic() - started:.0f} s")
-        failed |= bool(result["lost"] or result["duplicated"])
-    asyncio.run(drop_namespaces(CREATED))
-    print(f"logs: {WORK}")
-    return 1 if failed else 0
+    return run_scenarios(SCENARIOS, names)
 
 
 if __name__ == "__main__":
