@@ -125,6 +125,7 @@ async def test_dashboard_shows_live_numbers(dashboard_worker, tmp_path):
                     ".textContent === 'up'", timeout=10_000)
             assert await page.get_by_test_id("health-status").text_content() == "ok"
             assert await number(page, "now-watching") > 0
+            assert await number(page, "workers") == 1  # the deployment's, from heartbeats
             assert not await page.get_by_test_id("error").is_visible()
         finally:
             if simulator is not None:
