@@ -1,20 +1,20 @@
-"""Notice a source partition this worker owns but no longer reads, and rebalance.
+"""Notice a source partition whose commits stand still behind its end, and rebalance.
 
-On the three-broker cluster we saw, after a rebalance that moved partitions
-to a surviving worker, a few of its newly assigned partitions never fetched
-again: assigned, resumed, lagging, and idle, until the next rebalance (which
-then read them from the committed offset, losing nothing).  faust-streaming
-has open reports of the same ("certain topic partitions are not sending
-fetch requests", after a rebalance).  Until that is fixed upstream, this
-timer looks for the symptom and asks for the cure:
+Two ways a partition gets stuck after a rebalance, both seen on the
+three-broker cluster: a few newly assigned partitions never fetched again
+until the next rebalance (faust-streaming has open reports of the same:
+"certain topic partitions are not sending fetch requests"); and a partition
+whose committed message the fetch loop dropped, which
+``streamapp.commits.NoSkipConsumer`` refuses to commit past.  Either way the
+next rebalance cures it: Faust seeks every partition to its committed offset
+and reads on from there.  This timer looks for the symptom and asks for it:
 
 a partition is *stalled* when, for ``STALL_CHECKS`` checks in a row
 (``CHECK_S`` apart), this worker owns it, Kafka holds messages past the
-group's committed offset, nothing new was read from it, no store write was
-being retried (an outage stalls partitions on purpose), and no rebalance or
+group's committed offset, that offset did not move, no store write was being
+retried (an outage stalls partitions on purpose), and no rebalance or
 recovery was under way.  Then the worker asks the group coordinator to
-rejoin: a rebalance, after which Faust seeks every partition to its committed
-offset.  Every write is idempotent, so the replay a rebalance may cause is
+rejoin.  Every write is idempotent, so the replay a rebalance may cause is
 harmless.
 """
 from __future__ import annotations
@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 CHECK_S = 15.0
 STALL_CHECKS = 2
 
-#: Per partition: (committed, read offset) at the last check, and checks stalled in a row.
-_last: Dict[Tuple[str, int], Tuple[Optional[int], Optional[int]]] = {}
+#: Per partition: the committed offset at the last check, and checks stalled in a row.
+_last: Dict[Tuple[str, int], Optional[int]] = {}
 _stalled: Dict[Tuple[str, int], int] = {}
 _retries_seen = [0.0]
 
@@ -64,20 +64,17 @@ async def watch_partitions() -> None:
     except Exception as exc:  # Kafka unreachable: nothing to judge by
         log.info("partition watchdog skipped: %s: %s", type(exc).__name__, exc)
         return
-    read = {(tp.topic, tp.partition): offset
-            for tp, offset in (getattr(app.monitor, "tp_read_offsets", None) or {}).items()}
     stalled: Set[Tuple[str, int]] = set()
     for tp, (committed, end) in offsets.items():
         key = (tp.topic, tp.partition)
         if key not in mine:
             continue
-        now = (committed, read.get(key))
         behind = end > (committed or 0)
-        if behind and _last.get(key) == now:
+        if behind and key in _last and _last[key] == committed:
             _stalled[key] = _stalled.get(key, 0) + 1
         else:
             _stalled.pop(key, None)
-        _last[key] = now
+        _last[key] = committed
         if _stalled.get(key, 0) >= STALL_CHECKS:
             stalled.add(key)
     for key in list(_last):
@@ -85,8 +82,8 @@ async def watch_partitions() -> None:
             _last.pop(key, None)
             _stalled.pop(key, None)
     if stalled:
-        log.warning("partitions %s have unread messages but nothing was read from them for "
-                    "%.0f s; asking the group to rebalance",
+        log.warning("partitions %s have messages past their committed offsets, which did not "
+                    "move for %.0f s; asking the group to rebalance",
                     sorted(f"{t}/{p}" for t, p in stalled), CHECK_S * STALL_CHECKS)
         _stalled.clear()
         _last.clear()

@@ -14,6 +14,7 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
 from . import delivery
+from .commits import NoSkipConsumer
 from .connections import faust_credentials
 from .config import Settings, settings
 
@@ -72,6 +73,7 @@ def create_app(cfg: Settings) -> faust.App:
         setup_prometheus_sensors(app, name_prefix="faust")
     else:
         _serve_our_metrics(app)
+    app.transport.Consumer = NoSkipConsumer  # see streamapp.commits
     delivery.install(app, cfg)
 
     @app.on_worker_init.connect
@@ -108,3 +110,4 @@ async def know_partitions(app: faust.App, topic: str, timeout: float = 5.0) -> N
 
 
 app = create_app(settings)
+

@@ -19,7 +19,6 @@ import logging
 from typing import Awaitable, Callable, Tuple, Type, TypeVar
 
 from ..config import settings
-from ..connections import redact
 from ..metrics import store_retries
 
 log = logging.getLogger(__name__)
