@@ -5,9 +5,10 @@ totals and the tables), and the aggregate on each title's MongoDB document.
 The MongoDB aggregate is a projection of PostgreSQL's exact totals, so it is
 not written per batch: titles whose totals changed are collected and written
 every ``TITLE_AGGREGATE_INTERVAL_S`` (popular titles change in almost every batch, and a document
-update costs far more on MongoDB/FerretDB than a row on PostgreSQL).  If the
-worker dies before a flush, the start-up resync copies every title's totals
-again; the projection is idempotent either way (absolute ``$set``).
+update costs far more on MongoDB/FerretDB than a row on PostgreSQL).  If a
+worker dies or stops before a flush, whoever owns those titles' partitions
+next copies their totals again after its assignment; the projection is
+idempotent either way (absolute ``$set``).
 """
 import logging
 from typing import Dict, Optional, Tuple
@@ -16,9 +17,9 @@ from streamapp.app import app
 from streamapp.config import settings
 from streamapp.pipeline import handle_batch, stop_before_commit, timed
 from streamapp.stores import stores
-from streamapp.stores.base import describe_error, retrying
+from streamapp.stores.base import describe_error
 from streamapp.topics import ratings_topic
-from tables.ratings import count_ratings, note_totals
+from tables.ratings import count_ratings, note_totals, owned_totals, rating_counts
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,20 @@ async def ratings(stream):
             await process(batch)
 
 
+#: Set after an assignment: the next flush first adds every owned title's totals.
+_resync_owned = False
+
+
 async def flush_title_aggregates() -> int:
     """Write the pending totals to MongoDB; on failure keep them for the next tick."""
+    global _resync_owned
+    if _resync_owned:
+        try:
+            for movie, value in (await owned_totals()).items():
+                _pending_totals.setdefault(movie, value)  # a newer value may be pending
+            _resync_owned = False
+        except Exception as exc:  # PostgreSQL or Kafka metadata not there yet
+            log.warning("title aggregates resync deferred: %s: %s", type(exc).__name__, exc)
     if not _pending_totals:
         return 0
     totals = dict(_pending_totals)
@@ -71,10 +84,14 @@ async def title_aggregates():
     await flush_title_aggregates()
 
 
-@app.task
-async def resync_title_aggregates():
-    """Copy every title's totals from PostgreSQL to MongoDB once at start."""
-    async def copy_all():
-        return await stores.mongo.write_rating_totals(await stores.postgres.title_totals())
-    written = await retrying("mongodb", copy_all)
-    log.info("resynced rating aggregates of %d titles", written)
+@rating_counts.table.on_recover
+async def resync_owned_aggregates() -> None:
+    """Copy the totals of every title this worker now owns at the next flush.
+
+    After every assignment (the first one at start, and each rebalance): a
+    worker that died or stopped between a batch and its flush took those
+    titles' pending aggregates with it, and the new owner of their partition
+    is the one to copy them again from PostgreSQL (idempotent ``$set``).
+    """
+    global _resync_owned
+    _resync_owned = True

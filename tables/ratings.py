@@ -253,7 +253,7 @@ async def _mirror_everything_after_recovery() -> None:
     _rebuild_owned[0] = True
 
 
-async def _owned_totals() -> Dict[str, Tuple[int, int]]:
+async def owned_totals() -> Dict[str, Tuple[int, int]]:
     """Totals of every rated title whose ratings partition this worker owns."""
     topic = ratings_topic.get_topic_name()
     mine = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
@@ -349,7 +349,7 @@ async def mirror_boards() -> None:
     _fresh_windows.clear()
     _dirty.clear()
     try:
-        owned = await _owned_totals() if rebuild_owned else {}
+        owned = await owned_totals() if rebuild_owned else {}
         totals.update(owned)
         dirty = [movie for movie in rebuilt if movie not in owned]
         if dirty:
