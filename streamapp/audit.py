@@ -30,6 +30,8 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import (CommitFailedError, IllegalGenerationError, RebalanceInProgressError,
+                             UnknownMemberIdError)
 from opensearchpy.exceptions import ConnectionError as AuditConnectionError
 from opensearchpy.exceptions import TransportError
 
@@ -276,10 +278,25 @@ class AuditTrail:
                 if docs and not await self._index_until_done(docs, stop):
                     break  # stopping: leave these offsets uncommitted
                 if batches:
-                    await consumer.commit()
+                    await self._commit(consumer)
         finally:
             await consumer.stop()
             await self.store.close()
+
+    @staticmethod
+    async def _commit(consumer: AIOKafkaConsumer) -> None:
+        """Commit what was indexed, unless the group rebalanced meanwhile.
+
+        Then the partitions' new owners (perhaps this process again) read on
+        from the last commit and index those documents again, under the
+        same ids: a rebalance costs repeated work, never a crash (it stopped
+        a worker running S3 inside it when a second worker joined).
+        """
+        try:
+            await consumer.commit()
+        except (CommitFailedError, IllegalGenerationError, RebalanceInProgressError,
+                UnknownMemberIdError) as exc:
+            log.info("audit offsets not committed, the group rebalanced: %s", type(exc).__name__)
 
     async def _index_until_done(self, docs: List[dict], stop: asyncio.Event) -> bool:
         """Index ``docs``, retrying while the store is away; False if stopped first."""
