@@ -13,7 +13,11 @@ batch, which moves the read offset past the committed one, so the re-fetched
 committed message is dropped as already read.  ``make cluster-chaos``'s
 ``scale_1_3_1`` lost one account event in each of 13 partitions that way.
 
-Here a run must start at the committed offset.  A partition whose committed
+Here a run must start at the committed offset, and a partition the group
+never committed counts as committed at its first offset (Faust leaves it
+unknown and so commits any run; ``worker_kill9`` lost the first 78
+preference events of two partitions that were assigned only after a
+rebalance).  A partition whose committed
 message was dropped then stops committing (what follows is processed, and
 replayed later; every write is idempotent) until the next rebalance seeks it
 again; ``agents.watchdog`` asks for that rebalance when a partition's
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+from aiokafka import TopicPartition
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
@@ -31,6 +36,22 @@ from faust.utils.functional import consecutive_numbers
 
 class NoSkipConsumer(AIOKafkaConsumer):
     """``Consumer._new_offset`` of faust-streaming 0.15.3 with the head check fixed."""
+
+    async def perform_seek(self) -> None:
+        """Seek to the committed offsets; where none is committed, the first
+        offset is the one a run of acknowledgements must start at."""
+        await super().perform_seek()
+        unknown = [tp for tp in self.assignment()
+                   if self._committed_offset.get(tp) is None and not self._is_changelog_tp(tp)]
+        if unknown:
+            consumer = self._thread._ensure_consumer()
+            starts = await self._thread.call_thread(
+                consumer.beginning_offsets, [TopicPartition(tp.topic, tp.partition)
+                                             for tp in unknown])
+            for tp in unknown:
+                start = starts.get(TopicPartition(tp.topic, tp.partition))
+                if start is not None and self._committed_offset.get(tp) is None:
+                    self._committed_offset[tp] = start
 
     def _new_offset(self, tp: TP) -> Optional[int]:
         acked = self._acked[tp]
