@@ -1,13 +1,10 @@
 """Notice a source partition whose commits stand still behind its end, and rebalance.
 
-Two ways a partition gets stuck after a rebalance, both seen on the
-three-broker cluster: a few newly assigned partitions never fetched again
-until the next rebalance (faust-streaming has open reports of the same:
-"certain topic partitions are not sending fetch requests"); and a partition
-whose committed message the fetch loop dropped, which
-``streamapp.commits.NoSkipConsumer`` refuses to commit past.  Either way the
-next rebalance cures it: Faust seeks every partition to its committed offset
-and reads on from there.  This timer looks for the symptom and asks for it:
+After a rebalance on the three-broker cluster, a few newly assigned
+partitions never fetched again until the next rebalance (faust-streaming has
+open reports of the same: "certain topic partitions are not sending fetch
+requests").  The next rebalance cures it: Faust seeks every partition to its
+committed offset and reads on from there.  This timer looks for the symptom and asks for it:
 
 a partition is *stalled* when, for ``STALL_CHECKS`` checks in a row
 (``CHECK_S`` apart), this worker owns it, Kafka holds messages past the

@@ -14,7 +14,6 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
 from . import delivery
-from .commits import NoSkipConsumer
 from .connections import faust_credentials
 from .config import Settings, settings
 
@@ -73,7 +72,6 @@ def create_app(cfg: Settings) -> faust.App:
         setup_prometheus_sensors(app, name_prefix="faust")
     else:
         _serve_our_metrics(app)
-    app.transport.Consumer = NoSkipConsumer  # see streamapp.commits
     delivery.install(app, cfg)
 
     @app.on_worker_init.connect

@@ -31,9 +31,9 @@ from typing import Any, AsyncIterator, Coroutine, Optional, cast
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from mode import Service
 
-from .commits import NoSkipConsumer
 from .config import Settings
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ async def finish(coro: Coroutine, yielded: Optional[asyncio.Future]) -> Any:
             return done.value
 
 
-class EagerDeliveryConsumer(NoSkipConsumer):
+class EagerDeliveryConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer, delivering inline when nothing waits."""
 
     async def _deliver(self, callback, message) -> None:
