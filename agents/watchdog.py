@@ -22,7 +22,7 @@ from typing import Dict, Optional, Set, Tuple
 from streamapp import metrics
 from streamapp.app import app
 from streamapp.deployment import deployment
-from streamapp.topics import STREAMS
+from streamapp.topics import STREAM_OF_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ STALL_CHECKS = 2
 #: Per partition: the committed offset at the last check, and checks stalled in a row.
 _last: Dict[Tuple[str, int], Optional[int]] = {}
 _stalled: Dict[Tuple[str, int], int] = {}
-_retries_seen = [0.0]
+_retries_seen = 0.0
 
 
 def _retries() -> float:
@@ -48,16 +48,17 @@ def _busy() -> bool:
 
 @app.timer(interval=CHECK_S)
 async def watch_partitions() -> None:
+    global _retries_seen
     retries = _retries()
-    retried, _retries_seen[0] = retries != _retries_seen[0], retries
+    retried, _retries_seen = retries != _retries_seen, retries
     if _busy() or retried:
         _stalled.clear()
         _last.clear()
         return
-    sources = {stream.topic_name for stream in STREAMS.values()}
-    mine = {(tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in sources}
+    mine = {(tp.topic, tp.partition) for tp in app.consumer.assignment()
+            if tp.topic in STREAM_OF_TOPIC}
     try:
-        offsets = await deployment.offsets(sorted(sources))
+        offsets = await deployment.offsets(sorted(STREAM_OF_TOPIC))
     except Exception as exc:  # Kafka unreachable: nothing to judge by
         log.info("partition watchdog skipped: %s: %s", type(exc).__name__, exc)
         return

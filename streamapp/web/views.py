@@ -577,12 +577,6 @@ def local_partitions() -> Dict[str, List[int]]:
     return owned
 
 
-def source_topics() -> List[str]:
-    """The topics whose offsets the workers' consumer group commits (the
-    audit trail reads the outcomes and dead letters in a group of its own)."""
-    return [stream.topic_name for stream in STREAMS.values()]
-
-
 async def consumer_lag(workers: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Lag of the whole consumer group, per topic-partition, from Kafka.
 
@@ -599,7 +593,7 @@ async def consumer_lag(workers: List[Dict[str, Any]]) -> Dict[str, Any]:
     Table changelogs are left out (Faust reads them only to recover tables
     and never commits them).  Values are at most ``OFFSETS_TTL_S`` old.
     """
-    offsets = await deployment.offsets(source_topics())
+    offsets = await deployment.offsets(sorted(STREAM_OF_TOPIC))
     owned_by = owners(workers)
     topics: Dict[str, Dict[str, Any]] = {}
     for tp, (committed, end) in sorted(offsets.items()):
@@ -660,7 +654,7 @@ class StatsView(ApiView):
     """
 
     async def handle(self, request: Request) -> Response:
-        offsets = await from_store("kafka", deployment.offsets(source_topics()))
+        offsets = await from_store("kafka", deployment.offsets(sorted(STREAM_OF_TOPIC)))
         per_stream = {name: 0 for name in STREAMS}
         for tp, (committed, _) in offsets.items():
             stream = STREAM_OF_TOPIC.get(tp.topic)
