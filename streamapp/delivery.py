@@ -31,10 +31,10 @@ from typing import Any, AsyncIterator, Coroutine, Optional, cast
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
-from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from mode import Service
 
 from .config import Settings
+from .consumer import SafeAckConsumer
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ async def finish(coro: Coroutine, yielded: Optional[asyncio.Future]) -> Any:
             return done.value
 
 
-class EagerDeliveryConsumer(AIOKafkaConsumer):
+class EagerDeliveryConsumer(SafeAckConsumer):
     """Faust's aiokafka consumer, delivering inline when nothing waits."""
 
     async def _deliver(self, callback, message) -> None:
@@ -155,8 +155,10 @@ class EagerDeliveryConsumer(AIOKafkaConsumer):
 
 
 def install(app: faust.App, cfg: Settings) -> bool:
-    """Use ``EagerDeliveryConsumer`` for ``app`` if ``EAGER_DELIVERY`` asks for
-    it and this is the Faust whose loop it copies."""
+    """Use ``SafeAckConsumer`` for ``app``, or ``EagerDeliveryConsumer`` (one
+    too) if ``EAGER_DELIVERY`` asks for it and this is the Faust whose loop it
+    copies."""
+    app.transport.Consumer = SafeAckConsumer
     if not cfg.eager_delivery:
         return False
     if faust.__version__ != FAUST_VERSION:

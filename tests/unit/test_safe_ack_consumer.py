@@ -1,0 +1,77 @@
+"""SafeAckConsumer: acknowledgements around a rebalance never move a commit
+past an event nobody processed (streamapp/consumer.py says how Faust did).
+
+The consumer is Faust's own object, built by a real app and never started:
+these are its bookkeeping rules, the part that decides what gets committed.
+"""
+import faust
+import pytest
+from faust.types import TP, Message
+
+from streamapp.consumer import SafeAckConsumer
+
+TOPIC = "safe-ack"
+tp = TP(TOPIC, 0)
+
+
+@pytest.fixture
+def consumer():
+    app = faust.App("safe-ack-test", broker="kafka://127.0.0.1:1")
+    app.transport.Consumer = SafeAckConsumer
+    app.topics.acks_enabled_for = lambda topic: True
+    app.consumer_generation_id = 7
+    return app.consumer
+
+
+def message(offset: int, generation: int = 7) -> Message:
+    return Message(TOPIC, 0, offset, 0.0, 0, [], b"k", b"v", None, generation_id=generation)
+
+
+def test_app_uses_it():
+    from streamapp.app import app
+    assert issubclass(app.transport.Consumer, SafeAckConsumer)
+
+
+def test_an_event_of_the_current_generation_counts(consumer):
+    consumer._committed_offset[tp] = 10
+    assert consumer.ack(message(10)) is True
+    assert consumer._new_offset(tp) == 11
+
+
+def test_an_event_from_before_the_rebalance_does_not_count(consumer):
+    """Faust skips what it fetched in an older generation, and acknowledges it."""
+    consumer._committed_offset[tp] = 10
+    stale = message(10, generation=6)
+    consumer._unacked_messages.add(stale)
+    assert consumer.ack(stale) is False
+    assert stale.acked and stale not in consumer._unacked_messages  # wait_empty ends
+    assert consumer._new_offset(tp) is None
+    assert consumer.discarded_acks == 1
+
+
+def test_nothing_counts_while_the_flow_is_stopped(consumer):
+    """A revocation forgets the committed offset, then streams skip-ack what they pull."""
+    consumer._committed_offset.pop(tp, None)
+    consumer.stop_flow()
+    for offset in (40, 41):
+        assert consumer.ack(message(offset)) is False
+    assert consumer._new_offset(tp) is None
+    consumer.resume_flow()
+    assert consumer.ack(message(42)) is True
+
+
+def test_skipped_events_never_reach_a_commit(consumer):
+    """The rebalance as Faust runs it: revocation forgets the committed offset
+    (10), a batch of 10..12 finishes, the stream skips and acknowledges 13;
+    after the assignment the consumer seeks back to 10 and reads 10.. again."""
+    consumer._committed_offset.pop(tp, None)
+    consumer.stop_flow()
+    for offset in (10, 11, 12, 13):
+        consumer.ack(message(offset))
+    assert consumer._new_offset(tp) is None  # Faust's own consumer: 14, and 13 is lost
+    consumer.app.consumer_generation_id = 8
+    consumer._committed_offset[tp] = 10
+    consumer.resume_flow()
+    for offset in (10, 11):
+        consumer.ack(message(offset, generation=8))
+    assert consumer._new_offset(tp) == 12
