@@ -133,7 +133,8 @@ async def backlog_pass(base: Dict[str, str], summary: dict, workers: int,
               "worker_cores": round(worker_cores, 2),
               "events_per_worker_core_s": round(summary["events"] / seconds / worker_cores)
               if worker_cores else None}
-    say(f"{name}: {result['events_per_s']} events/s, worker cores {worker_cores:.2f}")
+    say(f"{name}: {result['events_per_s']} events/s, worker cores {worker_cores:.2f}"
+        f" (logs in {WORK})")
     return result
 
 
@@ -212,7 +213,7 @@ async def run(args: argparse.Namespace) -> dict:
     summary = await asyncio.to_thread(simulate, base, "--count", str(args.count), "--seed", "5",
                                       summary=WORK / "backlog-summary.json")
     backlog = [await backlog_pass(base, summary, n, args.timeout) for n in (1, 2)]
-    kill = await broker_kill_pass(args.rate, args.seconds)
+    kill = await broker_kill_pass(args.rate, args.seconds) if not args.backlog_only else None
     return {
         "machine": {"cpus": psutil.cpu_count(), "memory_gb": round(
             psutil.virtual_memory().total / 2**30, 1)},
@@ -232,6 +233,8 @@ def main(argv: List[str]) -> int:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--out", default=str(RESULTS / "scaling.json"))
+    p.add_argument("--backlog-only", action="store_true",
+                   help="only the 1- and 2-worker backlog passes (no broker kill)")
     args = p.parse_args(argv)
     if not cluster_up():
         print("the cluster profile is not up: STACK_PROFILE=cluster make services-up",
@@ -244,7 +247,7 @@ def main(argv: List[str]) -> int:
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({k: results[k] for k in ("speedup_2_vs_1",)} | {
         "backlog": [(b["workers"], b["events_per_s"], b["worker_cores"]) for b in results["backlog"]],
-        "broker_kill_latency_s": results["broker_kill"]["latency_s"]}, indent=2))
+        "broker_kill_latency_s": (results["broker_kill"] or {}).get("latency_s")}, indent=2))
     return 0
 
 
