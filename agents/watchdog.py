@@ -83,9 +83,38 @@ async def watch_partitions() -> None:
         log.warning("partitions %s have messages past their committed offsets, which did not "
                     "move for %.0f s; asking the group to rebalance",
                     sorted(f"{t}/{p}" for t, p in stalled), CHECK_S * STALL_CHECKS)
+        log.warning("stalled partitions, as the consumer sees them: %s",
+                    "; ".join(describe(topic, partition) for topic, partition in sorted(stalled)))
         _stalled.clear()
         _last.clear()
         request_rebalance()
+
+
+def describe(topic: str, partition: int) -> str:
+    """What Faust and aiokafka hold about a partition: where a stall comes from."""
+    consumer = app.consumer
+    tp = next((t for t in consumer.assignment() if (t.topic, t.partition) == (topic, partition)),
+              None)
+    if tp is None:
+        return f"{topic}/{partition}: not assigned"
+    facts = [f"active={tp in (consumer._active_partitions or ())}",
+             f"paused={tp in consumer._paused_partitions}",
+             f"buffered={tp in consumer._buffered_partitions}",
+             f"read={consumer._read_offset.get(tp)}",
+             f"committed={consumer._committed_offset.get(tp)}",
+             f"flow={consumer.flow_active}"]
+    try:
+        kafka = consumer._thread._consumer
+        state = kafka._subscription.subscription.assignment.state_value(tp)
+        fetcher = kafka._fetcher
+        facts += [f"kafka_paused={state.paused}",
+                  f"position={state._position}",
+                  f"awaiting_reset={state.awaiting_reset}",
+                  f"fetched_unread={tp in fetcher._records}",
+                  f"in_flight={sorted(fetcher._in_flight)}"]
+    except Exception as exc:  # diagnostics only: aiokafka internals may change
+        facts.append(f"aiokafka state unavailable ({type(exc).__name__})")
+    return f"{topic}/{partition}: " + " ".join(facts)
 
 
 def request_rebalance() -> None:

@@ -21,12 +21,23 @@ the current generation while the flow runs.  Everything else (skipped
 events, and batches that finish during the rebalance) is left uncommitted:
 every partition is read again from its committed offset after a rebalance,
 so those events are processed again, and every write is idempotent.
+
+That re-read needs the seek to happen, and for a partition the group never
+committed it does not: aiokafka's ``seek_to_committed`` leaves a partition
+without a committed offset (or at 0) where its fetcher is, and Faust has
+already taken and dropped what was fetched there during the rebalance.  Two
+workers starting on a backlog lost every event fetched that way (the
+partitions then stood still until the next rebalance: ``make
+bench-scaling``), and ``worker_kill9`` once lost the first 78 events of two
+partitions.  ``perform_seek`` here moves such partitions to their first
+offset, as ``consumer_auto_offset_reset="earliest"`` promises.
 """
 from __future__ import annotations
 
 import logging
 from typing import Set
 
+from aiokafka import TopicPartition
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, Message
 from faust.types.tuples import ack_lock
@@ -64,3 +75,16 @@ class SafeAckConsumer(AIOKafkaConsumer):
             log.info("rebalance: %d acknowledgement(s) set aside; their events are read "
                      "again from the committed offsets", new)
         await super().on_partitions_assigned(assigned, generation_id)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        if self.app.conf.consumer_auto_offset_reset != "earliest":
+            return
+        never = [tp for tp in self.assignment()
+                 if self._committed_offset.get(tp) is None and not self._is_changelog_tp(tp)
+                 and self.app.topics.acks_enabled_for(tp.topic)]
+        if never:
+            await self._thread.seek_to_beginning(
+                *(TopicPartition(tp.topic, tp.partition) for tp in never))
+            for tp in never:
+                self._read_offset[tp] = None
