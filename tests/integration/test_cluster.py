@@ -20,8 +20,8 @@ import sys
 import aiohttp
 import pytest
 
-from harness import (Worker, api_headers, cluster_up, isolated_env, measure, reset_stores,
-                     wait_until)
+from harness import (Worker, api_headers, cluster_up, expected_vs_tally, isolated_env, measure,
+                     reset_stores, settings_for, simulate, stores_for, wait_until)
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +78,52 @@ async def test_two_workers_survive_losing_one(tmp_path):
             assert {p["owner"] for p in ratings["partitions"].values()} == {
                 body["workers"][0]["url"]}
     finally:
+        for w in workers:
+            w.stop()
+        for i in range(len(PORTS)):
+            shutil.rmtree(f"{env['STREAMAPP_DATA_DIR']}-{i}", ignore_errors=True)
+
+
+async def test_two_workers_starting_together_read_a_backlog_from_its_first_event(tmp_path):
+    """A new deployment of two workers on events already in Kafka.
+
+    Neither has a committed offset yet, and aiokafka does not seek such a
+    partition back after a rebalance: the records one worker fetched and
+    Faust dropped while the other joined were never read again, and its
+    partitions stood still until the watchdog's rebalance (30-45 s later).
+    ``SafeAckConsumer.perform_seek`` seeks them to their first offset.
+    """
+    assert cluster_up(), "the cluster profile is not up (STACK_PROFILE=cluster make services-up)"
+    env = isolated_env(database="streamapp_test_cluster", cluster=True)
+    env.update(TABLE_STORE="rocksdb://", AUDIT_IN_WORKER="false")
+    await reset_stores(env)
+    # A deployment's outcome topics are created by its first worker, as in
+    # production; the first batches wait for them, so nothing is committed
+    # before the second worker joins.
+    env["OUTPUT_TOPIC_PREFIX"] = f"{env['TOPIC_PREFIX']}.fresh"
+    summary = await asyncio.to_thread(simulate, env, "--count", "12000", "--seed", "43",
+                                      summary=tmp_path / "summary.json")
+    workers = [Worker({**env, "STREAMAPP_DATA_DIR": f"{env['STREAMAPP_DATA_DIR']}-{i}"},
+                      tmp_path / f"backlog-worker-{i}.log", port=port)
+               for i, port in enumerate(PORTS)]
+    stores, cfg = stores_for(env), settings_for(env)
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            await asyncio.to_thread(w.wait_ready, 120)
+        from streamapp.tally import tally
+
+        async def settled():
+            return not expected_vs_tally(summary, await tally(stores, cfg))
+        done = await wait_until(settled, timeout=90, interval=1)
+        logs = "\n".join(w.log_path.read_text(errors="replace") for w in workers)
+        assert "asking the group to rebalance" not in logs, "a partition stood still"
+        assert done, expected_vs_tally(summary, await tally(stores, cfg))
+        result = await measure(env, summary, with_audit=False)
+        assert result["lost"] == 0 and result["duplicated"] == 0, result
+    finally:
+        await stores.close()
         for w in workers:
             w.stop()
         for i in range(len(PORTS)):
