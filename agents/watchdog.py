@@ -1,10 +1,14 @@
 """Notice a source partition whose commits stand still behind its end, and rebalance.
 
-After a rebalance on the three-broker cluster, a few newly assigned
-partitions never fetched again until the next rebalance (faust-streaming has
-open reports of the same: "certain topic partitions are not sending fetch
-requests").  The next rebalance cures it: Faust seeks every partition to its
-committed offset and reads on from there.  This timer looks for the symptom and asks for it:
+A safety net.  After rebalances on the three-broker cluster, newly assigned
+partitions stood still until the next rebalance: the cause found was
+aiokafka not seeking never-committed partitions back
+(``streamapp.consumer.SafeAckConsumer.perform_seek`` does now), and
+faust-streaming has open reports of similar ones ("certain topic partitions
+are not sending fetch requests").  A rebalance cures them: every partition
+is sought to its committed offset and read on from there.  This timer looks
+for the symptom, logs what the consumer holds about the partition (to find
+the next cause), and asks for it:
 
 a partition is *stalled* when, for ``STALL_CHECKS`` checks in a row
 (``CHECK_S`` apart), this worker owns it, Kafka holds messages past the
