@@ -372,6 +372,39 @@ class Server:
         self.pidfile.unlink(missing_ok=True)
 
 
+def kraft_server_properties(*, node_id: int, voters: str, port: int, controller: int,
+                            log_dirs: Path, replicas: int, extra: str = "") -> str:
+    """server.properties of a KRaft node (broker and controller) on BIND_HOST.
+
+    ``replicas`` is the replication factor of every topic and internal topic;
+    with more than one, ``min.insync.replicas`` is 2 so that an acknowledged
+    write survives the loss of a broker.
+    """
+    host, min_isr = BIND_HOST, 1 if replicas == 1 else 2
+    return textwrap.dedent(f"""\
+        # Written by scripts/stack.py on every start; edit the script, not this file.
+        process.roles=broker,controller
+        node.id={node_id}
+        controller.quorum.voters={voters}
+        listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}
+        advertised.listeners=PLAINTEXT://{host}:{port}
+        controller.listener.names=CONTROLLER
+        inter.broker.listener.name=PLAINTEXT
+        listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+        log.dirs={log_dirs}
+        num.partitions=4
+        auto.create.topics.enable=true
+        default.replication.factor={replicas}
+        min.insync.replicas={min_isr}
+        offsets.topic.replication.factor={replicas}
+        transaction.state.log.replication.factor={replicas}
+        transaction.state.log.min.isr={min_isr}
+        group.initial.rebalance.delay.ms=0
+        # The default 128 MiB dedupe buffer would not fit next to a small heap.
+        log.cleaner.dedupe.buffer.size=16777216
+        """) + textwrap.dedent(extra)
+
+
 class Kafka(Server):
     """Apache Kafka 3.9 in KRaft mode (broker and controller in one JVM), jars from Maven."""
 
@@ -412,27 +445,9 @@ class Kafka(Server):
                           "-t", cluster_id.read_text().strip(), "-c", str(self.data / "server.properties")))
 
     def server_properties(self) -> str:
-        host, port, controller = BIND_HOST, self.port, self.port + 1
-        return textwrap.dedent(f"""\
-            # Written by scripts/stack.py on every start; edit the script, not this file.
-            process.roles=broker,controller
-            node.id=1
-            controller.quorum.voters=1@{host}:{controller}
-            listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}
-            advertised.listeners=PLAINTEXT://{host}:{port}
-            controller.listener.names=CONTROLLER
-            inter.broker.listener.name=PLAINTEXT
-            listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-            log.dirs={self.data / 'log-dirs'}
-            num.partitions=4
-            auto.create.topics.enable=true
-            offsets.topic.replication.factor=1
-            transaction.state.log.replication.factor=1
-            transaction.state.log.min.isr=1
-            group.initial.rebalance.delay.ms=0
-            # The default 128 MiB dedupe buffer would not fit next to a 512 MiB heap.
-            log.cleaner.dedupe.buffer.size=16777216
-            """)
+        return kraft_server_properties(
+            node_id=1, voters=f"1@{BIND_HOST}:{self.port + 1}", port=self.port,
+            controller=self.port + 1, log_dirs=self.data / "log-dirs", replicas=1)
 
     def command(self) -> list[str]:
         return self.java(self.main_class, str(self.data / "server.properties"))
@@ -1094,32 +1109,14 @@ class KafkaNode(Server):
 
     def server_properties(self) -> str:
         voters = ",".join(f"{n}@{BIND_HOST}:{p}" for n, p in enumerate(KAFKA_CONTROLLER_PORTS, start=1))
-        host, port, controller = BIND_HOST, self.port, self.controller_port
-        return textwrap.dedent(f"""\
-            # Written by scripts/stack.py on every start; edit the script, not this file.
-            process.roles=broker,controller
-            node.id={self.node_id}
-            controller.quorum.voters={voters}
-            listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}
-            advertised.listeners=PLAINTEXT://{host}:{port}
-            controller.listener.names=CONTROLLER
-            inter.broker.listener.name=PLAINTEXT
-            listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-            log.dirs={self.data / 'log-dirs'}
-            num.partitions=4
-            auto.create.topics.enable=true
-            default.replication.factor=3
-            min.insync.replicas=2
+        return kraft_server_properties(
+            node_id=self.node_id, voters=voters, port=self.port, controller=self.controller_port,
+            log_dirs=self.data / "log-dirs", replicas=3, extra="""\
             unclean.leader.election.enable=false
-            offsets.topic.replication.factor=3
-            transaction.state.log.replication.factor=3
-            transaction.state.log.min.isr=2
-            group.initial.rebalance.delay.ms=0
             # Three JVMs on a dev box: fewer threads, smaller buffers than a server's.
             num.network.threads=2
             num.io.threads=4
             background.threads=4
-            log.cleaner.dedupe.buffer.size=16777216
             """)
 
     def command(self) -> list[str]:
