@@ -13,8 +13,9 @@ it finishes there (the common case) nothing else is needed: no other task
 could have run, exactly as if ``wait_first`` had seen it finish first.  If
 it has to wait, the rest of it runs under ``wait_first`` as before (through
 ``finish``), so a rebalance interrupts it the same way.  The loop is Faust's
-own ``Consumer._drain_messages`` of faust-streaming 0.15.3 with that one
-call changed; other versions keep Faust's loop (``install``).
+fetch loop of ``streamapp.consumer.SafeAckConsumer`` (Faust's, made safe
+around rebalances) with that one call changed; other Faust versions keep
+``SafeAckConsumer`` as it is (``install``).
 
 Opt-in (``EAGER_DELIVERY=true``): in the benchmark the pipeline drained
 about a third more events a second and the pass-through nearly twice as
@@ -27,19 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator, Coroutine, Optional, cast
+from typing import Any, Coroutine, Optional
 
 import faust
-from faust.transport.consumer import CONSUMER_FETCHING
-from mode import Service
 
 from .config import Settings
-from .consumer import SafeAckConsumer
+from .consumer import FAUST_VERSION, SafeAckConsumer
 
 log = logging.getLogger(__name__)
-
-#: The faust-streaming version whose fetch loop ``_drain_messages`` copies.
-FAUST_VERSION = "0.15.3"
 
 
 async def finish(coro: Coroutine, yielded: Optional[asyncio.Future]) -> Any:
@@ -75,7 +71,7 @@ async def finish(coro: Coroutine, yielded: Optional[asyncio.Future]) -> Any:
 class EagerDeliveryConsumer(SafeAckConsumer):
     """Faust's aiokafka consumer, delivering inline when nothing waits."""
 
-    async def _deliver(self, callback, message) -> None:
+    async def _deliver(self, callback: Any, message: Any) -> None:
         delivery = callback(message)
         if self.suspend_flow.is_set():  # a rebalance is on: Faust's way
             await self.wait_first(delivery, self.suspend_flow.wait())
@@ -86,84 +82,15 @@ class EagerDeliveryConsumer(SafeAckConsumer):
             return
         await self.wait_first(finish(delivery, yielded), self.suspend_flow.wait())
 
-    async def _drain_messages(self, fetcher: Service) -> None:  # pragma: no cover
-        # faust-streaming 0.15.3, faust/transport/consumer.py, with one change
-        # marked below.
-        callback = self.callback
-        getmany = self.getmany
-        consumer_should_stop = cast(Service, self)._stopped.is_set
-        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
-
-        get_read_offset = self._read_offset.__getitem__
-        set_read_offset = self._read_offset.__setitem__
-        flag_consumer_fetching = CONSUMER_FETCHING
-        set_flag = self.diag.set_flag
-        unset_flag = self.diag.unset_flag
-        commit_every = self._commit_every
-        acks_enabled_for = self.app.topics.acks_enabled_for
-        deliver = self._deliver
-
-        yield_every = 100
-        num_since_yield = 0
-        sleep = asyncio.sleep
-
-        try:
-            while not (consumer_should_stop() or fetcher_should_stop()):
-                set_flag(flag_consumer_fetching)
-                ait = cast(AsyncIterator, getmany(timeout=1.0))
-                await self.sleep(0)
-                if not self.should_stop:
-                    async for tp, message in ait:
-                        num_since_yield += 1
-                        if num_since_yield > yield_every:
-                            await sleep(0)
-                            num_since_yield = 0
-
-                        offset = message.offset
-                        r_offset = get_read_offset(tp)
-                        if r_offset is None or offset >= r_offset:
-                            gap = offset - (r_offset or 0)
-                            if gap > 1 and r_offset:
-                                acks_enabled = acks_enabled_for(message.topic)
-                                if acks_enabled:
-                                    await self._add_gap(tp, r_offset + 1, offset)
-                            if commit_every is not None:
-                                if self._n_acked >= commit_every:
-                                    self._n_acked = 0
-                                    await self.commit()
-                            # The change: Faust awaits
-                            # ``self.wait_first(callback(message), self.suspend_flow.wait())``.
-                            await deliver(callback, message)
-                            set_read_offset(tp, offset)
-                    unset_flag(flag_consumer_fetching)
-
-        except self.consumer_stopped_errors:
-            if self.transport.app.should_stop:
-                self.log.info("Broker stopped consumer, shutting down...")
-                return
-            raise
-        except asyncio.CancelledError:
-            if self.transport.app.should_stop:
-                self.log.info("Consumer shutting down for user cancel.")
-                return
-            raise
-        except Exception as exc:
-            self.log.exception("Drain messages raised: %r", exc)
-            raise
-        finally:
-            unset_flag(flag_consumer_fetching)
-
 
 def install(app: faust.App, cfg: Settings) -> bool:
-    """Use ``SafeAckConsumer`` for ``app``, or ``EagerDeliveryConsumer`` (one
-    too) if ``EAGER_DELIVERY`` asks for it and this is the Faust whose loop it
-    copies."""
-    app.transport.Consumer = SafeAckConsumer
-    if not cfg.eager_delivery:
-        return False
+    """Give ``app`` our consumer: ``SafeAckConsumer``, or ``EagerDeliveryConsumer``
+    if ``EAGER_DELIVERY`` asks for it.  Both adapt faust-streaming
+    ``FAUST_VERSION``'s consumer; with another version Faust's own is kept
+    (and a warning says so).  Returns whether delivery is eager."""
     if faust.__version__ != FAUST_VERSION:
-        log.warning("faust-streaming %s, not %s: keeping Faust's own fetch loop",
-                    faust.__version__, FAUST_VERSION)
+        log.warning("faust-streaming %s, not %s: keeping Faust's own consumer, without "
+                    "streamapp.consumer's rebalance fixes", faust.__version__, FAUST_VERSION)
         return False
-    app.transport.Consumer = EagerDeliveryConsumer
-    return True
+    app.transport.Consumer = EagerDeliveryConsumer if cfg.eager_delivery else SafeAckConsumer
+    return cfg.eager_delivery
