@@ -88,11 +88,15 @@ class Catalog:
         self.fake = Faker()
 
     # --- identity ------------------------------------------------------------
-    def create(self, movie_id: str, released: float, pool: List[str]) -> Title:
-        """A title from its own generator; ``pool`` is where similar titles come from."""
+    def create(self, movie_id: str, released: Optional[float], pool: List[str]) -> Title:
+        """A title from its own generator; ``pool`` is where similar titles come
+        from.  ``released`` None: a title of the catalog the run starts with."""
         rng = random.Random(f"{self.seed}:{movie_id}")
         fake = self.fake
         fake.seed_instance(f"{self.seed}:{movie_id}")
+        if released is None:
+            released = (-rng.uniform(0, 30 * DAY) if rng.random() < RECENT_SHARE
+                        else -rng.uniform(YEAR, 40 * YEAR))
         if released < -30 * DAY:
             year = self.start_year - 1 - min(70, int(-released / YEAR))
         else:

@@ -43,7 +43,7 @@ from .. import records as r
 from ..codec import encode, key_of
 from ..topics import STREAM_OF_TYPE
 from .billing import BILLING_PERIOD_S, PRICES, Billing  # noqa: F401 (PRICES: API)
-from .catalog import DAY, YEAR, Catalog, RECENT_SHARE
+from .catalog import DAY, YEAR, Catalog
 from .outcome import Outcome, bad_event
 from .profiles import SPIKE_AT_S, intensity
 
@@ -110,17 +110,12 @@ class World(Billing):
         self.titles: List[str] = [f"m{i:05d}" for i in range(titles)]
         self.live_titles: List[str] = []
         for movie in self.titles:
-            self.catalog.create(movie, self._back_catalog_release(), self.titles)
+            self.catalog.create(movie, None, self.titles)
         self._schedule(self._next_release_gap(), "release", None)
         if profile == "launch-spike":
             self._schedule(SPIKE_AT_S, "release", "blockbuster")
 
     # --- helpers ---------------------------------------------------------
-    def _back_catalog_release(self) -> float:
-        if self.rng.random() < RECENT_SHARE:
-            return -self.rng.uniform(0, 30 * DAY)
-        return -self.rng.uniform(YEAR, 40 * YEAR)
-
     def _next_release_gap(self) -> float:
         return self.rng.expovariate(max(1.0, self.n_titles / 100) / DAY)
 
