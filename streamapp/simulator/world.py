@@ -1,68 +1,84 @@
-"""A small simulated platform that emits plausible events (S1).
+"""A small simulated platform that emits believable events (S1).
 
-The world keeps just enough state for referential integrity: ratings and
-sessions name users and titles that exist, payments follow subscriptions,
-sessions start before they beat and end.  Title popularity is Zipf-like, so
-leaderboards have a clear head and a long tail.  Everything random comes from
-one seeded generator: the same seed gives the same events (ids included).
-Timestamps are the wall clock at production, or, with ``--epoch``, that
-epoch plus 10 ms per event, which makes the stream identical byte for byte.
+The world runs on its own clock.  Every event spends ``10 ms / intensity``
+of *event time* (``profiles.py``; steady: exactly 10 ms), and the world's
+clock runs ``speed`` times faster than event time (default 60: one world
+minute per second of event time), so that viewing sessions, billing periods
+and fading releases happen within a run.  Things that are due at a world
+time (the next heartbeat of an open session, its end, the next charge of a
+subscription, the next release) are emitted when the clock reaches them;
+otherwise a spontaneous event is drawn from ``MIX``.
+
+- Sessions heartbeat every 30 world seconds and last a log-normal while
+  (median 14 minutes, at most the runtime); 5 % are abandoned: they stop
+  beating without an end, and time out in the stores.
+- A subscription is charged when it starts and then every billing period
+  while it is active; a failed charge is retried daily, three failures
+  cancel it.  A cancelled subscription is never charged again.  A user has
+  at most one active subscription.
+- Titles keep their identity (``catalog.py``); new ones are released over
+  time; popularity is long-tailed and drifts.
+
+Everything random comes from one seeded generator (and, per title, a
+generator seeded with the seed and the title's id): the same seed gives the
+same events, ids included.  Timestamps are the wall clock at production, or,
+with ``--epoch``, that epoch plus the event time, which makes the stream
+identical byte for byte.
 """
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
+import math
 import random
-import string
 import uuid
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from faker import Faker
 
 from .. import records as r
-from ..codec import PLANS
+from ..codec import encode, key_of
 from ..topics import STREAM_OF_TYPE
+from .billing import BILLING_PERIOD_S, PRICES, Billing  # noqa: F401 (PRICES: API)
+from .catalog import DAY, YEAR, Catalog
+from .outcome import Outcome, bad_event
+from .profiles import SPIKE_AT_S, intensity
 
-PRICES = {"basic": 799, "standard": 1299, "premium": 1799}
-GENRES = ["action", "adventure", "animation", "comedy", "crime", "documentary", "drama",
-          "family", "fantasy", "horror", "mystery", "romance", "sci-fi", "thriller", "western"]
 DEVICES = ["tv", "web", "ios", "android", "console"]
 PREF_KEYS = ["language", "subtitles", "autoplay", "maturity", "quality"]
 PREF_VALUES = {"language": ["en", "pt", "es", "fr", "de"], "subtitles": ["on", "off"],
                "autoplay": ["on", "off"], "maturity": ["kids", "teen", "adult"],
                "quality": ["auto", "hd", "4k"]}
+STEP_US = 10_000               # event time per event at intensity 1
+HEARTBEAT_S = 30.0             # world seconds between a session's heartbeats
+SESSION_MEDIAN_S = 14 * 60.0
+ABANDON_SHARE = 0.05           # sessions that stop without an end (they time out)
 
-#: The steady-state mix (after the catalog is loaded): many sessions and
-#: ratings, fewer sign-ups, rare catalog edits.
+#: The spontaneous mix; heartbeats, session ends, payments and releases are
+#: scheduled on top (sessions end up about 45 % of the stream, see the README).
 MIX = {
-    "session": 46, "rating": 30, "preference": 5, "signup": 5, "user_update": 1,
-    "subscription": 4, "payment": 6, "subscription_change": 1, "cancel": 1,
+    "session": 1.1, "rating": 30, "preference": 5, "signup": 5, "user_update": 1,
+    "subscription": 4, "subscription_change": 1, "cancel": 1,
     "title_edit": 0.8, "title_remove": 0.2,
 }
 
 
 @dataclass
-class Outcome:
-    """What the stores should hold after the simulated stream is processed."""
-
-    events: Counter = field(default_factory=Counter)
-    bad: Counter = field(default_factory=Counter)
-    users: set = field(default_factory=set)
-    subscriptions: set = field(default_factory=set)
-    payments: int = 0
-    preferences: set = field(default_factory=set)
-    ratings: int = 0
-    rating_sum: int = 0
-    titles: set = field(default_factory=set)
-    removed: set = field(default_factory=set)
+class Session:
+    user: str
+    movie: str
+    started: float
+    length: float
+    abandons: bool
 
 
-class World:
+class World(Billing):
     def __init__(self, seed: int, users: int, titles: int, bad_share: float = 0.0,
-                 epoch: Optional[datetime] = None) -> None:
+                 epoch: Optional[datetime] = None, profile: str = "steady",
+                 speed: float = 60.0, billing_period_s: float = BILLING_PERIOD_S) -> None:
         self.rng = random.Random(seed)
         self.fake = Faker()
         self.fake.seed_instance(seed)
@@ -71,90 +87,112 @@ class World:
         self.bad_share = bad_share
         self.fixed_epoch = epoch is not None
         self.epoch = epoch or datetime.now(timezone.utc)
+        self.profile = profile
+        self.speed = speed
+        self.billing_period_s = billing_period_s
+        self.start_hour = self.epoch.hour + self.epoch.minute / 60
+        intensity(profile, 0.0)  # refuse an unknown profile now
         self.tick = 0
+        self.event_us = 0          # event time since the start
+        self.clock = 0.0           # world seconds since the start
+        self.intensity = 1.0
         self.outcome = Outcome()
         self.users: List[str] = []
-        self.active_subs: Dict[str, Tuple[str, str]] = {}  # sid -> (user, plan)
-        self.open_sessions: Dict[str, Tuple[str, str, int]] = {}  # sid -> (user, movie, pos)
-        self.titles: List[str] = [f"m{i:05d}" for i in range(titles)]
-        self.live_titles: List[str] = []
-        # Zipf-like popularity over title rank (s = 1.1).
-        self._cum = list(itertools.accumulate(1 / (k ** 1.1) for k in range(1, titles + 1)))
+        self.active_subs: Dict[str, list] = {}    # sid -> [user, plan, failures]
+        self.subscription_of: Dict[str, str] = {}  # user -> active sid
+        self.open_sessions: Dict[str, Session] = {}
+        self.queue: List[tuple] = []               # (due, seq, kind, ref)
+        self._seq = itertools.count()
         self._kinds, weights = zip(*MIX.items())
         self._kind_cum = list(itertools.accumulate(weights))
         self._serial = itertools.count(1)
+        self.catalog = Catalog(seed, self.epoch.year)
+        self.titles: List[str] = [f"m{i:05d}" for i in range(titles)]
+        self.live_titles: List[str] = []
+        for movie in self.titles:
+            self.catalog.create(movie, None, self.titles)
+        self._schedule(self._next_release_gap(), "release", None)
+        if profile == "launch-spike":
+            self._schedule(SPIKE_AT_S, "release", "blockbuster")
 
     # --- helpers ---------------------------------------------------------
+    def _next_release_gap(self) -> float:
+        return self.rng.expovariate(max(1.0, self.n_titles / 100) / DAY)
+
+    def _schedule(self, due: float, kind: str, ref) -> None:
+        heapq.heappush(self.queue, (due, next(self._seq), kind, ref))
+
     def _id(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
     def _now(self) -> datetime:
-        """Event time: the wall clock, or with a fixed epoch 10 ms per event after it."""
+        """Event time: the wall clock, or with a fixed epoch the epoch plus the event time."""
         if self.fixed_epoch:
-            return self.epoch + timedelta(milliseconds=10 * self.tick)
+            return self.epoch + timedelta(microseconds=self.event_us)
         return datetime.now(timezone.utc)
 
     def _base(self) -> dict:
         return {"event_id": self._id(), "occurred_at": self._now()}
 
     def _popular_title(self) -> str:
-        while True:
-            i = bisect.bisect_left(self._cum, self.rng.random() * self._cum[-1])
-            movie = self.titles[min(i, self.n_titles - 1)]
-            if movie not in self.outcome.removed:
-                return movie
+        return (self.catalog.popular(self.rng, self.clock, self.live_titles)
+                or self.rng.choice(self.live_titles))
 
     def _user(self) -> str:
         return self.rng.choice(self.users)
 
+    @property
+    def elapsed_s(self) -> float:
+        """Event time since the start, in seconds (the producer paces by it)."""
+        return self.event_us / 1e6
+
     # --- the stream ------------------------------------------------------
     def events(self, count: int) -> Iterator[Tuple[str, bytes, bytes, float, Optional[str]]]:
         """Yield ``(stream, key, value, timestamp, bad_reason)`` forever or ``count`` times."""
-        from ..codec import encode, key_of
-
         produced = 0
         while count == 0 or produced < count:
             self.tick += 1
-            if self.bad_share and self.rng.random() < self.bad_share and self.users:
-                stream, key, value, reason = self._bad_event()
+            self.intensity = intensity(self.profile, self.clock, self.start_hour)
+            self.event_us += round(STEP_US / self.intensity)
+            self.clock = self.event_us * self.speed / 1e6
+            if self.bad_share and self.rng.random() < self.bad_share and self.users \
+                    and len(self.live_titles) >= self.n_titles:
+                stream, key, value, reason = bad_event(self.rng, self._rating)
                 self.outcome.bad[stream] += 1
                 yield stream, key, value, self._now().timestamp(), reason
             else:
                 event = self._next_event()
-                self._account(event)
+                self.outcome.account(event)
                 yield (STREAM_OF_TYPE[event.TYPE], key_of(event), encode(event),
                        event.occurred_at.timestamp(), None)
             produced += 1
 
     def _next_event(self) -> r.Event:
-        if len(self.live_titles) < self.n_titles and not self.outcome.removed:
-            return self._title_upsert(self.titles[len(self.live_titles)])
+        if len(self.live_titles) < self.n_titles:
+            movie = self.titles[len(self.live_titles)]
+            self.live_titles.append(movie)
+            return self.catalog.titles[movie].event(self._base())
         if not self.users:
             return self._signup()
+        event = self._due()
+        if event is not None:
+            return event
         kind = self._kinds[bisect.bisect_left(self._kind_cum, self.rng.random() * self._kind_cum[-1])]
         return getattr(self, f"_{kind}")()
 
-    def _account(self, e: r.Event) -> None:
-        o = self.outcome
-        o.events[e.TYPE] += 1
-        if e.TYPE == "user.registered":
-            o.users.add(e.user_id)
-        elif e.TYPE == "subscription.started":
-            o.subscriptions.add(e.subscription_id)
-        elif e.TYPE.startswith("payment."):
-            o.payments += 1
-        elif e.TYPE == "preference.set":
-            o.preferences.add((e.user_id, e.key))
-        elif e.TYPE == "rating.submitted":
-            o.ratings += 1
-            o.rating_sum += e.score
-        elif e.TYPE == "title.upserted":
-            o.titles.add(e.movie_id)
-            o.removed.discard(e.movie_id)
-        elif e.TYPE == "title.removed":
-            o.removed.add(e.movie_id)
+    def _due(self) -> Optional[r.Event]:
+        """The first scheduled event that is due and still meant to happen."""
+        while self.queue and self.queue[0][0] <= self.clock:
+            due, _, kind, ref = heapq.heappop(self.queue)
+            event = getattr(self, f"_due_{kind}")(due, ref)
+            if event is not None:
+                return event
+        return None
 
-    # --- event kinds -----------------------------------------------------
+    def summary(self) -> dict:
+        return self.outcome.summary()
+
+    # --- accounts ----------------------------------------------------------
     def _signup(self) -> r.Event:
         if len(self.users) >= self.max_users:
             return self._rating()
@@ -169,164 +207,73 @@ class World:
         return r.UserUpdated(**self._base(), user_id=self._user(),
                              display_name=self.fake.name(), country=self.fake.country_code())
 
-    def _subscription(self) -> r.Event:
-        user = self._user()
-        plan = self.rng.choice(sorted(PLANS))
-        sid = f"s{next(self._serial):07d}"
-        self.active_subs[sid] = (user, plan)
-        return r.SubscriptionStarted(**self._base(), subscription_id=sid, user_id=user,
-                                     plan=plan, price_cents=PRICES[plan], currency="USD")
-
-    def _pick_sub(self) -> Optional[Tuple[str, str, str]]:
-        if not self.active_subs:
-            return None
-        sid = self.rng.choice(list(self.active_subs))
-        user, plan = self.active_subs[sid]
-        return sid, user, plan
-
-    def _subscription_change(self) -> r.Event:
-        picked = self._pick_sub()
-        if picked is None:
-            return self._subscription()
-        sid, user, _ = picked
-        plan = self.rng.choice(sorted(PLANS))
-        self.active_subs[sid] = (user, plan)
-        return r.SubscriptionChanged(**self._base(), subscription_id=sid, user_id=user,
-                                     plan=plan, price_cents=PRICES[plan], currency="USD")
-
-    def _cancel(self) -> r.Event:
-        picked = self._pick_sub()
-        if picked is None:
-            return self._subscription()
-        sid, user, _ = picked
-        del self.active_subs[sid]
-        return r.SubscriptionCancelled(**self._base(), subscription_id=sid, user_id=user,
-                                       reason=self.rng.choice(["price", "content", "moved"]))
-
-    def _payment(self) -> r.Event:
-        picked = self._pick_sub()
-        if picked is None:
-            return self._subscription()
-        sid, user, plan = picked
-        fields = dict(self._base(), payment_id=f"p{next(self._serial):07d}", user_id=user,
-                      subscription_id=sid, amount_cents=PRICES[plan], currency="USD",
-                      card_token=self._card_token(),
-                      card_last4=f"{self.rng.randrange(10000):04d}")
-        if self.rng.random() < 0.08:
-            return r.PaymentFailed(**fields, failure_reason=self.rng.choice(
-                ["insufficient_funds", "expired_card", "do_not_honor"]))
-        return r.PaymentProcessed(**fields)
-
-    def _card_token(self) -> str:
-        """A processor token: letters only, so it can never look like a card number."""
-        return "tok_" + "".join(self.rng.choice(string.ascii_letters) for _ in range(16))
-
     def _preference(self) -> r.Event:
         key = self.rng.choice(PREF_KEYS)
         return r.PreferenceSet(**self._base(), user_id=self._user(), key=key,
                                value=self.rng.choice(PREF_VALUES[key]))
 
+    # --- viewing -----------------------------------------------------------------
     def _rating(self) -> r.Event:
         movie = self._popular_title()
-        # Popular titles rate a little better: a bias that leaderboards can show.
-        rank = int(movie[1:])
-        mean = 7.5 - 3.0 * rank / self.n_titles
-        score = max(1, min(10, round(self.rng.gauss(mean, 1.8))))
+        quality = self.catalog.titles[movie].quality
+        score = max(1, min(10, round(self.rng.gauss(quality, 1.6))))
         return r.RatingSubmitted(**self._base(), user_id=self._user(), movie_id=movie,
                                  score=score)
 
     def _session(self) -> r.Event:
-        if self.open_sessions and self.rng.random() < 0.7:
-            sid = self.rng.choice(list(self.open_sessions))
-            user, movie, pos = self.open_sessions[sid]
-            if self.rng.random() < 0.25:
-                del self.open_sessions[sid]
-                return r.SessionEnded(**self._base(), session_id=sid, user_id=user,
-                                      movie_id=movie, watched_s=pos)
-            pos += 30
-            self.open_sessions[sid] = (user, movie, pos)
-            return r.SessionHeartbeat(**self._base(), session_id=sid, user_id=user,
-                                      movie_id=movie, position_s=pos)
         sid = f"w{next(self._serial):07d}"
         user, movie = self._user(), self._popular_title()
-        self.open_sessions[sid] = (user, movie, 0)
+        runtime_s = self.catalog.titles[movie].runtime_min * 60.0
+        length = min(runtime_s, max(10.0, self.rng.lognormvariate(math.log(SESSION_MEDIAN_S),
+                                                                  0.9)))
+        self.open_sessions[sid] = Session(user, movie, self.clock, length,
+                                          self.rng.random() < ABANDON_SHARE)
+        if length > HEARTBEAT_S:
+            self._schedule(self.clock + HEARTBEAT_S, "beat", sid)
+        else:
+            self._schedule(self.clock + length, "end", sid)
         return r.SessionStarted(**self._base(), session_id=sid, user_id=user, movie_id=movie,
                                 device=self.rng.choice(DEVICES))
 
-    def _title_upsert(self, movie: str) -> r.Event:
-        if movie not in self.live_titles:
-            self.live_titles.append(movie)
-        fake, rng = self.fake, self.rng
-        return r.TitleUpserted(
-            **self._base(), movie_id=movie,
-            title=fake.catch_phrase(), year=rng.randint(1950, 2026),
-            genres=sorted(rng.sample(GENRES, rng.randint(1, 3))),
-            cast=[r.CastMember(name=fake.name(), role=rng.choice(["lead", "supporting", "cameo"]))
-                  for _ in range(rng.randint(2, 6))],
-            directors=[fake.name() for _ in range(rng.randint(1, 2))],
-            similar=sorted(rng.sample(self.titles, min(4, self.n_titles))),
-            artwork=[r.Artwork(kind=kind, url=f"https://img.example.com/{movie}/{kind}.jpg",
-                               width=w, height=h, dominant_color=fake.hex_color())
-                     for kind, w, h in (("poster", 1000, 1500), ("thumbnail", 320, 180))],
-            synopsis=fake.paragraph(nb_sentences=3), runtime_min=rng.randint(70, 180))
+    def _due_beat(self, due: float, sid: str) -> r.Event:
+        s = self.open_sessions[sid]
+        if due + HEARTBEAT_S < s.started + s.length:
+            self._schedule(due + HEARTBEAT_S, "beat", sid)
+        else:
+            self._schedule(s.started + s.length, "end", sid)
+        return r.SessionHeartbeat(**self._base(), session_id=sid, user_id=s.user,
+                                  movie_id=s.movie, position_s=round(due - s.started))
 
+    def _due_end(self, due: float, sid: str) -> Optional[r.Event]:
+        s = self.open_sessions.pop(sid)
+        if s.abandons:
+            return None  # the player went away: no end, the stores time it out
+        return r.SessionEnded(**self._base(), session_id=sid, user_id=s.user,
+                              movie_id=s.movie, watched_s=int(s.length))
+
+    # --- catalog -----------------------------------------------------------------
     def _title_edit(self) -> r.Event:
-        return self._title_upsert(self._popular_title())
+        return self.catalog.edit(self._popular_title(), self.rng).event(self._base())
 
     def _title_remove(self) -> r.Event:
-        movie = self.titles[self.rng.randrange(self.n_titles // 2, self.n_titles)]
-        if movie in self.outcome.removed or len(self.outcome.removed) > self.n_titles // 10:
+        """A licence runs out: an old title leaves the catalog (at most 10 %)."""
+        movie = self.rng.choice(self.live_titles)
+        title = self.catalog.titles[movie]
+        if title.removed or self.clock - title.released < YEAR \
+                or len(self.outcome.removed) >= len(self.titles) // 10:
             return self._title_edit()
+        title.removed = True
+        self.catalog.reweigh()
         return r.TitleRemoved(**self._base(), movie_id=movie, reason="license_expired")
 
-    # --- deliberately bad input ------------------------------------------
-    def _bad_event(self) -> Tuple[str, bytes, bytes, str]:
-        from ..codec import encode
-
-        good = self._rating()
-        body = good.to_wire()
-        choice = self.rng.randrange(7)
-        if choice == 0:
-            return "ratings", b"m00000", b'{"type": "rating.submitted", "event_id": ', "malformed_json"
-        if choice == 1:
-            body["score"] = 11
-            reason = "out_of_range"
-        elif choice == 2:
-            body["score"] = "ten"
-            reason = "wrong_type"
-        elif choice == 3:
-            del body["user_id"]
-            reason = "missing_field"
-        elif choice == 4:
-            body["type"] = "rating.deleted"
-            reason = "unknown_type"
-        elif choice == 5:
-            body["occurred_at"] = "9999-12-31T00:00:00+00:00"
-            reason = "out_of_range"
-        else:
-            return "ratings", b"m00000", encode(good)[:-1] + b', "x": "\xff\xfe"}', "malformed_json"
-        import orjson
-        return "ratings", good.movie_id.encode(), orjson.dumps(body, default=str), reason
-
-    def summary(self) -> dict:
-        o = self.outcome
-        by_stream: Counter = Counter()
-        for event_type, n in o.events.items():
-            by_stream[STREAM_OF_TYPE[event_type]] += n
-        return {
-            "events": sum(o.events.values()) + sum(o.bad.values()),
-            "valid": sum(o.events.values()),
-            "per_topic": dict(sorted(by_stream.items())),
-            "per_type": dict(sorted(o.events.items())),
-            "bad_per_topic": dict(sorted(o.bad.items())),
-            "expect": {
-                "postgres": {"users": len(o.users), "subscriptions": len(o.subscriptions),
-                             "payments": o.payments, "preferences": len(o.preferences),
-                             "ratings": o.ratings, "rating_score_sum": o.rating_sum},
-                "mongodb": {"movies": len(o.titles), "removed": len(o.removed),
-                            "rated_votes": o.ratings},
-                "redis": {t: o.events[t] for t in ("session.started", "session.heartbeat",
-                                                   "session.ended", "rating.submitted")},
-                "deadletter": sum(o.bad.values()),
-            },
-        }
+    def _due_release(self, due: float, ref: Optional[str]) -> r.Event:
+        movie = f"m{len(self.titles):05d}"
+        if ref is None:
+            self._schedule(due + self._next_release_gap(), "release", None)
+        title = self.catalog.create(movie, due, self.live_titles)
+        if ref == "blockbuster":  # the launch: the most popular title, at once
+            title.hyped = True
+            title.appeal = 3 * max(t.appeal for t in self.catalog.titles.values())
+        self.titles.append(movie)
+        self.live_titles.append(movie)
+        return title.event(self._base())

@@ -12,11 +12,13 @@ import asyncio
 import re
 import shutil
 import socket
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Dict, Tuple
 
 import aiohttp
+import orjson
 import pytest
 from yarl import URL
 
@@ -110,35 +112,50 @@ def _iso(value: str) -> datetime:
 
 # --- titles -------------------------------------------------------------------
 
+def expected_starts() -> Counter:
+    """Session starts per title of the stream the fixture produced, from the
+    simulator itself (same seed: its choices do not depend on the clock)."""
+    from streamapp.simulator.world import World
+
+    return Counter(orjson.loads(value)["movie_id"]
+                   for stream, _, value, _, _ in World(int(SEED), 2000, 500).events(int(EVENTS))
+                   if stream == "sessions" and b'"session.started"' in value)
+
+
 async def test_title_has_document_counts_and_ranks(service):
-    status, body = await service.get("/api/titles/m00000/")
+    pool = await service.stores.postgres.pool()
+    # the most rated title (equal votes: the greater id first, as Redis ranks them)
+    movie = await pool.fetchval("SELECT movie_id FROM title_rating_totals "
+                                "ORDER BY votes DESC, movie_id DESC LIMIT 1")
+    status, body = await service.get(f"/api/titles/{movie}/")
     assert status == 200, body
-    assert body["movie_id"] == "m00000" and "_id" not in body
+    assert body["movie_id"] == movie and "_id" not in body
     assert body["title"] and body["genres"] and body["removed"] is False
     _iso(body["updated_at"])  # datetimes are ISO strings
-    pool = await service.stores.postgres.pool()
     votes, score_sum = await pool.fetchrow(
-        "SELECT votes, score_sum FROM title_rating_totals WHERE movie_id = $1", "m00000")
+        "SELECT votes, score_sum FROM title_rating_totals WHERE movie_id = $1", movie)
     counts = body["counts"]
     assert (counts["votes"], counts["score_sum"]) == (votes, score_sum) and votes > 0
     assert counts["average"] == pytest.approx(score_sum / votes, abs=1e-4)
     for window in ("1m", "1h"):
         assert 0 <= counts[window]["ratings"] <= votes
         _iso(counts[window]["window_start"])
-    # Zipf popularity: the first title leads both "most" boards
     assert body["ranks"]["most_rated"] == 1
-    assert body["ranks"]["most_watched"] == 1
-    best = await service.stores.redis.rank(service.stores.redis.keys.best_rated, "m00000")
+    starts = expected_starts()
+    if starts[movie]:
+        ahead = sum(1 for m, n in starts.items() if (n, m) > (starts[movie], movie))
+        assert body["ranks"]["most_watched"] == ahead + 1
+    best = await service.stores.redis.rank(service.stores.redis.keys.best_rated, movie)
     assert best is not None and body["ranks"]["best_rated"] == best
     assert body["served_by"] == service.base
 
     # the second read comes from the Redis cache and says the same
-    status, again = await service.get("/api/titles/m00000/")
+    status, again = await service.get(f"/api/titles/{movie}/")
     assert status == 200
     volatile = ("counts", "ranks", "now_watching")
     assert {k: v for k, v in again.items() if k not in volatile} == \
         {k: v for k, v in body.items() if k not in volatile}
-    assert await service.stores.redis.client.exists(service.stores.redis.keys.catalog("m00000"))
+    assert await service.stores.redis.client.exists(service.stores.redis.keys.catalog(movie))
 
 
 async def test_unknown_title_is_404(service):
@@ -194,7 +211,10 @@ async def test_leaderboards_sorted_with_names(service):
     assert status == 200, rated
     entries = rated["entries"]
     assert len(entries) == 10 and _sorted_desc(entries)
-    assert entries[0]["movie_id"] == "m00000" and entries[0]["title"]
+    pool = await service.stores.postgres.pool()
+    votes = dict(await pool.fetch("SELECT movie_id, votes FROM title_rating_totals"))
+    assert [e["score"] for e in entries] == sorted(votes.values(), reverse=True)[:10]
+    assert all(e["score"] == votes[e["movie_id"]] for e in entries)
     assert [e["rank"] for e in entries] == list(range(1, 11))
     assert all(e["title"] for e in entries)
 
@@ -204,7 +224,10 @@ async def test_leaderboards_sorted_with_names(service):
 
     status, watched = await service.get("/api/leaderboards/?board=watched")
     assert status == 200 and watched["entries"] and _sorted_desc(watched["entries"])
-    assert watched["entries"][0]["movie_id"] == "m00000"
+    starts = expected_starts()
+    assert [e["score"] for e in watched["entries"]] == \
+        sorted(starts.values(), reverse=True)[:len(watched["entries"])]
+    assert all(e["score"] == starts[e["movie_id"]] for e in watched["entries"])
 
     status, window = await service.get("/api/leaderboards/?board=window&window=1m&n=100")
     assert status == 200 and window["window"] == "1m" and _sorted_desc(window["entries"])
