@@ -117,9 +117,12 @@ def install_npm_tools() -> None:
 
 
 def install() -> None:
+    """Install what is missing; one installer at a time (`make tools` and the test share it)."""
     TOOLS.mkdir(parents=True, exist_ok=True)
-    install_pgadmin()
-    install_npm_tools()
+    with (TOOLS / "install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        install_pgadmin()
+        install_npm_tools()
 
 
 # ------------------------------------------------------------------ credentials

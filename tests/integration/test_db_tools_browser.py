@@ -13,7 +13,6 @@ tool goes to test-artifacts/db-tools/ (git ignores it).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import socket
@@ -197,7 +196,7 @@ async def test_mongo_express_shows_the_movies(db_tools, browser):
 
         response = await page.goto(me.url + f"db/{DB_NAME}/movies")
         assert response.status == 200
-        await page.get_by_text(f"Viewing Collection: movies").wait_for()
+        await page.get_by_text("Viewing Collection: movies").wait_for()
         # "Delete all N documents retrieved": N is the collection's size.
         banner = await page.get_by_text(re.compile(r"Delete all \d+ documents")).inner_text()
         assert int(re.search(r"\d+", banner).group()) == seeded["movies"], banner
