@@ -14,7 +14,7 @@ export STACK_PROFILE
 # The app's connection settings for that profile, for targets that start app processes.
 APP_ENV = app_env=$$($(STACK) env --export) && eval "$$app_env" &&
 
-.PHONY: run test chaos cluster-chaos bench bench-scaling soak audit venv browser services-up services-down services-status services-wipe services-env worker simulate clean
+.PHONY: tools tools-down run test chaos cluster-chaos bench bench-scaling soak audit venv browser services-up services-down services-status services-wipe services-env worker simulate clean
 
 ## run: install, bring the stack up, start the workers (WORKERS=1), the audit trail and the simulator, print the URLs
 WORKERS ?= 1
@@ -58,6 +58,15 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
+
+## tools: pgAdmin, mongo-express and redis-commander on the stack's databases (README: Database tools); Ctrl-C stops them
+tools: venv
+	$(STACK) up postgres mongodb redis
+	@$(APP_ENV) $(PY) scripts/tools.py run
+
+## tools-down: stop the database tools (after `scripts/tools.py up`, or a `make tools` that was killed)
+tools-down:
+	$(PY) scripts/tools.py down
 
 ## browser: Debian's Chromium for the dashboard test (skipped when it cannot be installed)
 browser:
