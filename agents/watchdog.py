@@ -43,7 +43,7 @@ def _retries() -> float:
 def _busy() -> bool:
     """A rebalance or table recovery is under way: partitions move on purpose."""
     return bool(app.rebalancing or getattr(app, "in_recovery", False)
-                or not app.tables.recovery.completed.is_set())
+                or not app.tables.recovery.completed.is_set())  # type: ignore[attr-defined]
 
 
 @app.timer(interval=CHECK_S)
@@ -90,7 +90,7 @@ async def watch_partitions() -> None:
 
 def request_rebalance() -> None:
     """Ask the group coordinator for a rejoin, in the consumer's own thread."""
-    thread = app.consumer._thread  # Faust runs aiokafka in a thread of its own
+    thread = app.consumer._thread  # type: ignore[attr-defined]  # Faust runs aiokafka in a thread of its own
     consumer = thread._consumer
     if consumer is not None:
         thread.thread_loop.call_soon_threadsafe(consumer._coordinator.request_rejoin)

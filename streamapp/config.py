@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from typing import Tuple
+from typing import Any, Tuple
 
 
 def _env(name: str, default: str) -> str:
@@ -272,7 +272,7 @@ class Settings:
             for f in fields(self) if f.repr)
         return f"Settings({shown})"
 
-    def with_overrides(self, **changes) -> "Settings":
+    def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some settings replaced (tests build apps this way)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)

@@ -75,7 +75,7 @@ async def finish(coro: Coroutine, yielded: Optional[asyncio.Future]) -> Any:
 class EagerDeliveryConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer, delivering inline when nothing waits."""
 
-    async def _deliver(self, callback, message) -> None:
+    async def _deliver(self, callback: Any, message: Any) -> None:
         delivery = callback(message)
         if self.suspend_flow.is_set():  # a rebalance is on: Faust's way
             await self.wait_first(delivery, self.suspend_flow.wait())
@@ -86,12 +86,12 @@ class EagerDeliveryConsumer(AIOKafkaConsumer):
             return
         await self.wait_first(finish(delivery, yielded), self.suspend_flow.wait())
 
-    async def _drain_messages(self, fetcher: Service) -> None:  # pragma: no cover
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
         # faust-streaming 0.15.3, faust/transport/consumer.py, with one change
         # marked below.
         callback = self.callback
         getmany = self.getmany
-        consumer_should_stop = cast(Service, self)._stopped.is_set
+        consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
 
         get_read_offset = self._read_offset.__getitem__
@@ -163,5 +163,5 @@ def install(app: faust.App, cfg: Settings) -> bool:
         log.warning("faust-streaming %s, not %s: keeping Faust's own fetch loop",
                     faust.__version__, FAUST_VERSION)
         return False
-    app.transport.Consumer = EagerDeliveryConsumer
+    app.transport.Consumer = EagerDeliveryConsumer  # type: ignore[misc]  # Faust reads it per instance
     return True

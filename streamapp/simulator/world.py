@@ -132,7 +132,8 @@ class World:
         if not self.users:
             return self._signup()
         kind = self._kinds[bisect.bisect_left(self._kind_cum, self.rng.random() * self._kind_cum[-1])]
-        return getattr(self, f"_{kind}")()
+        event: r.Event = getattr(self, f"_{kind}")()
+        return event
 
     def _account(self, e: r.Event) -> None:
         o = self.outcome

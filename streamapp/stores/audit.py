@@ -31,7 +31,7 @@ class FastJSON(JSONSerializer):
 
     def dumps(self, data: Any) -> str:
         if isinstance(data, (str, bytes)):
-            return data
+            return data  # type: ignore[return-value]  # the client sends bytes as they are
         return orjson.dumps(data, default=self.default).decode()
 
     def loads(self, s: str) -> Any:
@@ -101,7 +101,7 @@ class AuditStore:
         # ``https://user:password@host:9200``: the client sends the URL's
         # credentials as basic auth; ``ca_file`` verifies the server's certificate.
         self._url = url
-        self._tls = {"ca_certs": ca_file, "verify_certs": True} if ca_file else {}
+        self._tls: Dict[str, Any] = {"ca_certs": ca_file, "verify_certs": True} if ca_file else {}
         self.prefix = prefix
         self.refresh_interval = refresh_interval
         self._client: Optional[AsyncOpenSearch] = None
@@ -231,7 +231,7 @@ class AuditStore:
         reply = await self.client.count(index=f"{self.prefix}-*", body={"query": query},
                                         params={"ignore_unavailable": "true",
                                                 "allow_no_indices": "true"})
-        return reply["count"]
+        return int(reply["count"])
 
     async def refresh(self) -> None:
         await self.client.indices.refresh(index=f"{self.prefix}-*",

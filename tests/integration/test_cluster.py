@@ -20,8 +20,7 @@ import sys
 import aiohttp
 import pytest
 
-from harness import (Worker, api_headers, cluster_up, isolated_env, measure, reset_stores,
-                     wait_until)
+from harness import Worker, api_headers, cluster_up, isolated_env, measure, reset_stores, wait_until
 
 pytestmark = pytest.mark.integration
 
