@@ -204,9 +204,16 @@ def scrub_detail(detail: Any) -> Optional[str]:
     return scrub(text)
 
 
-def outcome_docs(value: bytes) -> Iterable[Dict[str, Any]]:
-    """One document per event named in an outcome message."""
-    body = orjson.loads(value)
+def outcome_docs(value: Optional[bytes]) -> Iterable[Dict[str, Any]]:
+    """One document per event named in an outcome message; none for a record
+    that is no outcome (a tombstone, bytes that are not a JSON object with a
+    status), which must not stop S3: anyone with write access can send one."""
+    try:
+        body = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict) or "status" not in body:
+        return
     at = _parse_time(body.get("at")) or datetime.now(timezone.utc)
     for event_id, occurred_at, event_type in body.get("events", []):
         if not event_id:
