@@ -25,8 +25,8 @@ per rating; it is read as the sum of the 12 five-minute tumbling panes it
 spans ("pane" aggregation).  Each pane's value also carries the counts of
 the minutes inside it, which is the tumbling minute.  A batch changes each
 (title, pane) once, so it costs one changelog record per title, not one per
-rating and window.  With two tables (minute and pane) the worker spent 140 µs
-of CPU an event in the benchmark, with one 106–116 µs.
+rating and window; one table instead of two (minute and pane) saved about a
+fifth of the worker's CPU an event (bench/README.md, "Rating tables").
 
 Late ratings: a rating whose every window has already closed (window end plus
 ``LATE_GRACE_S`` is in the past) is counted in the all-time totals only,

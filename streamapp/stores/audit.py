@@ -154,8 +154,8 @@ class AuditStore:
 
         The ``_bulk`` body is written here with orjson, ``BULK_DOCS`` documents
         a request, and the reply is filtered to statuses and errors: the
-        client's bulk helper cost 18 µs of CPU a document (46 000 benchmark
-        documents, local OpenSearch); writing the body costs 1.4 µs.  A document the store refuses
+        client's bulk helper cost several times as much CPU a document (see
+        bench/README.md, "Audit bulk body").  A document the store refuses
         for its content is logged and skipped (retrying would not change it);
         one it could not take for now (429 or 5xx per item) raises
         ``AuditBusy``, and the caller retries the whole batch (same ids: no
@@ -181,8 +181,8 @@ class AuditStore:
         """The NDJSON body, appended to one buffer.
 
         Keeping each line as its own bytes object until a final join cost
-        five times as much (8.7 against 1.4–1.7 µs a document): thousands of
-        fresh allocations a request, where appending reuses the same memory.
+        about five times as much (bench/README.md, "Audit bulk body"): thousands
+        of fresh allocations a request, where appending reuses the same memory.
         """
         body = bytearray()
         default = _JSON.default

@@ -6,14 +6,14 @@ converges to the same document.  Rating aggregates live next to it in
 ``title_ratings`` (small documents, same ``_id``), copied from PostgreSQL's
 exact totals, and ``titles()`` joins them back in as each title's
 ``ratings``: on FerretDB a small ``$set`` on a catalog document rewrites the
-whole document and its indexes (3.3 ms a title here, against 0.6 ms for the
-small document).
+whole document and its indexes, several times the cost of the small
+document's.
 
-New titles are inserted (one command per batch: 0.3 ms a title on FerretDB,
-against 2.2 ms for an upsert); titles that exist are updated.  Lookups by a
-few ids go one id at a time: FerretDB v1 answers ``_id`` equality from its
-primary key (2 ms) but scans the collection for ``_id: {$in: [...]}`` (150 ms
-for 500 titles).
+New titles are inserted (one command per batch: on FerretDB far cheaper than
+an upsert); titles that exist are updated.  Lookups by a few ids go one id
+at a time: FerretDB v1 answers ``_id`` equality from its primary key but
+scans the collection for ``_id: {$in: [...]}``.  The figures: bench/README.md,
+"FerretDB write and lookup costs".
 
 The code sticks to what both MongoDB and FerretDB (the local stack's
 wire-compatible server) support: no transactions, no change streams, and
@@ -122,8 +122,8 @@ class MongoStore:
         Returns the updates still to send: those whose document exists
         already (duplicate key).  Trying the insert first is cheaper on
         FerretDB than asking which exist: ``_id: {$in: [...]}`` scans the
-        whole collection there, and a refused insert costs under a
-        millisecond, where an upsert that inserts costs about two.
+        whole collection there, and a refused insert costs less than an
+        upsert that inserts (bench/README.md, "FerretDB write and lookup costs").
         """
         target = (await self.movies()).database[collection]
         documents = [{"_id": u["q"]["_id"], **u["u"].get("$setOnInsert", {}), **u["u"]["$set"]}
