@@ -7,24 +7,29 @@ that says what it controls and why the default is what it is.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
-from typing import Any, Tuple
+from typing import Any, Mapping, Tuple
+
+#: Where settings are read from: the process environment, or the mapping
+#: given to ``Settings.from_env`` while it builds a Settings object.
+_SOURCE: ContextVar[Mapping[str, str]] = ContextVar("settings_source", default=os.environ)
 
 
 def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+    return _SOURCE.get().get(name, default)
 
 
 def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+    return int(_SOURCE.get().get(name, default))
 
 
 def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
+    return float(_SOURCE.get().get(name, default))
 
 
 def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
+    raw = _SOURCE.get().get(name)
     if raw is None:
         return default
     return raw.strip().lower() in {"1", "true", "yes", "on"}
@@ -271,6 +276,16 @@ class Settings:
             getattr(self, f.name), str) else f"{f.name}={getattr(self, f.name)!r}"
             for f in fields(self) if f.repr)
         return f"Settings({shown})"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Settings as a process whose environment is ``env`` would build them
+        (tests build the settings of the workers they start this way)."""
+        token = _SOURCE.set(env)
+        try:
+            return cls()
+        finally:
+            _SOURCE.reset(token)
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some settings replaced (tests build apps this way)."""
