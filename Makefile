@@ -14,19 +14,33 @@ export STACK_PROFILE
 # The app's connection settings for that profile, for targets that start app processes.
 APP_ENV = app_env=$$($(STACK) env --export) && eval "$$app_env" &&
 
-.PHONY: tools tools-down run test chaos cluster-chaos bench bench-scaling soak audit venv browser services-up services-down services-status services-wipe services-env worker simulate clean
+.PHONY: tools tools-down run test lint typecheck test-fast chaos cluster-chaos bench bench-scaling soak audit venv browser services-up services-down services-status services-wipe services-env worker simulate clean
 
 ## run: install, bring the stack up, start the workers (WORKERS=1), the audit trail and the simulator, print the URLs
 WORKERS ?= 1
 run: venv services-up
 	@$(APP_ENV) WORKERS=$(WORKERS) $(PY) scripts/run.py
 
-## test: install, bring up both profiles (the cluster test needs the second; Kafka with its SASL_SSL listener), run the unit, contract, integration and security tests
-test: venv browser
+## test: in this order, stopping at the first failure: lint, types, the tests that need no
+## server (unit, contract), then both stack profiles (the cluster test needs the second; Kafka
+## with its SASL_SSL listener) and the tests that need them (integration, security)
+test: lint typecheck test-fast browser
 	KAFKA_SASL_SSL_PORT=$${KAFKA_SASL_SSL_PORT:-9094} $(STACK) --profile single up
 	$(STACK) --profile cluster up
 	TEST_CLUSTER=1 TEST_SECURE=1 TEST_REDIS_CLUSTER_URL=redis://127.0.0.1:7001/0 \
-		$(PY) -m pytest tests/unit tests/contract tests/integration tests/security -m "not slow"
+		$(PY) -m pytest tests/integration tests/security
+
+## lint: ruff, lint rules and import order (pyproject.toml [tool.ruff])
+lint: venv
+	$(VENV)/bin/ruff check .
+
+## typecheck: mypy, strict on streamapp/ (pyproject.toml [tool.mypy])
+typecheck: venv
+	$(VENV)/bin/mypy
+
+## test-fast: the tests that need no server: unit and contract
+test-fast: venv
+	$(PY) -m pytest tests/unit tests/contract
 
 ## chaos: the long fault-injection scenarios on one node (kill -9, store outages, broker restart)
 chaos: venv
@@ -56,7 +70,7 @@ venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet -e '.[test,bench,dev]'
 	touch $(STAMP)
 
 ## tools: pgAdmin, mongo-express and redis-commander on the stack's databases (README: Database tools); Ctrl-C stops them
@@ -101,4 +115,4 @@ simulate: venv
 	$(APP_ENV) $(PY) -m streamapp.simulator --count 0
 
 clean:
-	rm -rf build *.egg-info .pytest_cache .hypothesis
+	rm -rf build *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -1,6 +1,7 @@
 """Open the store clients before the worker reports Ready; close them when it stops."""
 import asyncio
 import logging
+from typing import Any, Tuple
 
 import mode
 
@@ -31,7 +32,7 @@ class StoreClients(mode.Service):
     """
 
     async def on_start(self) -> None:
-        warm = (stores.postgres, stores.mongo, stores.redis)
+        warm: Tuple[Any, ...] = (stores.postgres, stores.mongo, stores.redis)
         results = await asyncio.gather(*(asyncio.wait_for(store.ping(), WARM_UP_S)
                                          for store in warm), return_exceptions=True)
         for store, result in zip(warm, results):

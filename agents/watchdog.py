@@ -21,7 +21,7 @@ harmless.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional, Set, Tuple
+from typing import Any, Dict, Optional, Set, Tuple
 
 from streamapp import metrics
 from streamapp.app import app
@@ -47,7 +47,7 @@ def _retries() -> float:
 def _busy() -> bool:
     """A rebalance or table recovery is under way: partitions move on purpose."""
     return bool(app.rebalancing or getattr(app, "in_recovery", False)
-                or not app.tables.recovery.completed.is_set())
+                or not app.tables.recovery.completed.is_set())  # type: ignore[attr-defined]
 
 
 @app.timer(interval=CHECK_S)
@@ -96,7 +96,7 @@ async def watch_partitions() -> None:
 
 def describe(topic: str, partition: int) -> str:
     """What Faust and aiokafka hold about a partition: where a stall comes from."""
-    consumer = app.consumer
+    consumer: Any = app.consumer  # SafeAckConsumer: its bookkeeping is not in ConsumerT
     tp = next((t for t in consumer.assignment() if (t.topic, t.partition) == (topic, partition)),
               None)
     if tp is None:
@@ -123,7 +123,7 @@ def describe(topic: str, partition: int) -> str:
 
 def request_rebalance() -> None:
     """Ask the group coordinator for a rejoin, in the consumer's own thread."""
-    thread = app.consumer._thread  # Faust runs aiokafka in a thread of its own
+    thread = app.consumer._thread  # type: ignore[attr-defined]  # Faust runs aiokafka in a thread of its own
     consumer = thread._consumer
     if consumer is not None:
         thread.thread_loop.call_soon_threadsafe(consumer._coordinator.request_rejoin)

@@ -30,9 +30,9 @@ import fcntl
 import functools
 import hashlib
 import json
-import secrets
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -822,7 +822,7 @@ class MongoDB(Server):
         if mongod := self.mongod():
             return [mongod, "--dbpath", str(self.data), "--bind_ip", BIND_HOST, "--port", str(self.port)]
         pg = SERVERS["postgres"]
-        backend = f"postgres://{urllib.parse.quote(pg.role)}@127.0.0.1:{pg.port}/{FERRETDB_DATABASE}"
+        backend = f"postgres://{urllib.parse.quote(pg.role)}@127.0.0.1:{pg.port}/{FERRETDB_DATABASE}"  # type: ignore[attr-defined]
         return [str(self.ferretdb), "--handler=postgresql", f"--postgresql-url={backend}",
                 f"--state-dir={self.data}", f"--listen-addr={self.address}", "--debug-addr=-",
                 "--telemetry=disable", "--log-level=error"]  # warn logs every unsupported command
@@ -834,7 +834,7 @@ class MongoDB(Server):
         from pymongo import MongoClient
 
         url = os.environ.get("MONGODB_URL") or "mongodb://127.0.0.1:27017/streamapp"
-        client = MongoClient(url, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000)
+        client: MongoClient[dict] = MongoClient(url, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000)
         try:
             started = time.perf_counter()
             client.admin.command("ping")
@@ -1216,7 +1216,8 @@ class RedisNode(Server):
         ms = (time.perf_counter() - started) * 1000
         if info.get("cluster_state") != "ok":
             raise StackError(f"cluster_state:{info.get('cluster_state')} "
-                             f"(slots ok {info.get('cluster_slots_ok')}, known nodes {info.get('cluster_known_nodes')})")
+                             f"(slots ok {info.get('cluster_slots_ok')}, "
+                             f"known nodes {info.get('cluster_known_nodes')})")
         me = next((n for n in cluster_nodes(via=self.port) if n.myself), None)
         role = "?" if me is None else (
             f"master {','.join(f'{a}-{b}' for a, b in me.slots) or 'no slots'}" if me.role == "master"
@@ -1369,7 +1370,7 @@ def wait_kafka_cluster(timeout: float = 120.0) -> str:
             if set(brokers) != {n.node_id for n in running}:
                 raise StackError(f"live brokers {sorted(brokers)}, running nodes "
                                  f"{[n.node_id for n in running]}")
-            run_async(lambda: group_coordinator(bootstrap))
+            run_async(lambda: group_coordinator(bootstrap))  # noqa: B023  # runs now
             detail = f"brokers {sorted(brokers)} live, group coordinator answers"
             if len(running) == len(KAFKA_NODES):
                 if lagging := kafka_under_replicated():

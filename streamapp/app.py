@@ -14,8 +14,8 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
 from . import delivery
-from .connections import faust_credentials
 from .config import Settings, settings
+from .connections import faust_credentials
 
 
 def broker_urls(bootstrap: str) -> str:
@@ -74,7 +74,7 @@ def create_app(cfg: Settings) -> faust.App:
         _serve_our_metrics(app)
     delivery.install(app, cfg)
 
-    @app.on_worker_init.connect
+    @app.on_worker_init.connect  # type: ignore[arg-type]  # Faust passes signal= as a keyword
     def _size_producer_buffer(sender: faust.App, **_: object) -> None:
         # Not at import: the producer would be bound to the event loop of the
         # moment, and a test session's loop is another one.
@@ -88,7 +88,7 @@ def _serve_our_metrics(app: faust.App) -> None:
     from prometheus_client import REGISTRY, generate_latest
 
     @app.page("/metrics")
-    async def metrics(self, request):
+    async def metrics(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return self.bytes(generate_latest(REGISTRY), content_type="text/plain")
 
 
@@ -102,7 +102,7 @@ async def know_partitions(app: faust.App, topic: str, timeout: float = 5.0) -> N
     deep in aiokafka (seen after a rebalance on a three-broker cluster).
     Asking once adds the topic, which the producer then keeps fresh.
     """
-    producer = app.producer._ensure_producer()  # the aiokafka producer
+    producer = app.producer._ensure_producer()  # type: ignore[attr-defined]  # the aiokafka producer
     if producer._metadata.partitions_for_topic(topic) is None:
         await asyncio.wait_for(producer.partitions_for(topic), timeout)
 

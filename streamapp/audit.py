@@ -26,17 +26,16 @@ import logging
 import re
 import typing
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import (CommitFailedError, IllegalGenerationError, RebalanceInProgressError,
-                             UnknownMemberIdError)
+from aiokafka.errors import CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError
 from opensearchpy.exceptions import ConnectionError as AuditConnectionError
 from opensearchpy.exceptions import TransportError
 
 from . import metrics
-from .codec import Rejection, has_card_number, decode
+from .codec import Rejection, decode, has_card_number
 from .config import Settings, settings
 from .connections import kafka_client_options
 from .records import EVENT_TYPES, Event
@@ -205,9 +204,16 @@ def scrub_detail(detail: Any) -> Optional[str]:
     return scrub(text)
 
 
-def outcome_docs(value: bytes) -> Iterable[Dict[str, Any]]:
-    """One document per event named in an outcome message."""
-    body = orjson.loads(value)
+def outcome_docs(value: Optional[bytes]) -> Iterable[Dict[str, Any]]:
+    """One document per event named in an outcome message; none for a record
+    that is no outcome (a tombstone, bytes that are not a JSON object with a
+    status), which must not stop S3: anyone with write access can send one."""
+    try:
+        body = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict) or "status" not in body:
+        return
     at = _parse_time(body.get("at")) or datetime.now(timezone.utc)
     for event_id, occurred_at, event_type in body.get("events", []):
         if not event_id:
@@ -228,7 +234,8 @@ def _parse_time(text: Optional[str]) -> Optional[datetime]:
         return None
 
 
-def docs_for(topic: str, value: Optional[bytes], headers, cfg: Settings = settings) -> List[dict]:
+def docs_for(topic: str, value: Optional[bytes], headers: Iterable[Tuple[str, bytes]],
+             cfg: Settings = settings) -> List[dict]:
     """Audit documents for one Kafka record of any of our topics."""
     name = topic.rsplit(".", 1)[-1]
     if name == "outcomes":
@@ -306,8 +313,7 @@ class AuditTrail:
                 self.indexed += await self.store.index(docs)
                 metrics.events_stored.labels(store="audit", stream="all").inc(len(docs))
                 return True
-            except (AuditConnectionError, TransportError, AuditBusy, OSError,
-                    asyncio.TimeoutError) as exc:
+            except (TimeoutError, AuditConnectionError, TransportError, AuditBusy, OSError) as exc:
                 if isinstance(exc, TransportError) and isinstance(exc.status_code, int) \
                         and 400 <= exc.status_code < 500 and exc.status_code != 429:
                     raise
@@ -317,7 +323,7 @@ class AuditTrail:
                 try:
                     await asyncio.wait_for(stop.wait(), delay)
                     return False
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     delay = min(delay * 2, self.cfg.retry_max_s)
 
 

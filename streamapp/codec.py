@@ -232,7 +232,7 @@ def _build(cls: Type[Event], data: Dict[str, Any]) -> Event:
         if version_ not in SCHEMA_VERSIONS:
             raise _Invalid("unsupported_version",
                            f"schema_version must be one of {sorted(SCHEMA_VERSIONS)}")
-    event = _record(cls, data)
+    event: Event = _record(cls, data)
     _check_rules(event)
     return event
 
@@ -242,7 +242,7 @@ def _build(cls: Type[Event], data: Dict[str, Any]) -> Event:
 Check = Callable[[Any], Any]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _plan(cls: type) -> Tuple[Tuple[str, Check, bool, Any], ...]:
     """(field, check, has default, default) for each field of a record class.
 
@@ -251,9 +251,10 @@ def _plan(cls: type) -> Tuple[Tuple[str, Check, bool, Any], ...]:
     built once from its hints.
     """
     hints = typing.get_type_hints(cls)
-    defaults = cls._options.defaults
+    options = cls._options  # type: ignore[attr-defined]  # set by faust.Record
+    defaults = options.defaults
     return tuple((name, _check_for(name, hints[name]), name in defaults, defaults.get(name))
-                 for name in cls._options.fields)
+                 for name in options.fields)
 
 
 def _record(cls: type, data: Dict[str, Any]) -> Any:
@@ -273,7 +274,7 @@ def _record(cls: type, data: Dict[str, Any]) -> Any:
             values[name] = default
         else:
             values[name] = check(value)
-    record = cls.__new__(cls)
+    record: Any = object.__new__(cls)
     record.__dict__.update(values)
     record.__evaluated_fields__ = set()
     return record
@@ -416,6 +417,6 @@ def key_of(event: Event) -> bytes:
 
 def partition_key(event: Event) -> str:
     if event.TYPE.startswith(("rating.", "title.")):
-        return event.movie_id
-    return event.user_id
+        return str(event.movie_id)
+    return str(event.user_id)
 

@@ -7,24 +7,29 @@ that says what it controls and why the default is what it is.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
-from typing import Tuple
+from typing import Any, Mapping, Tuple
+
+#: Where settings are read from: the process environment, or the mapping
+#: given to ``Settings.from_env`` while it builds a Settings object.
+_SOURCE: ContextVar[Mapping[str, str]] = ContextVar("settings_source", default=os.environ)
 
 
 def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+    return _SOURCE.get().get(name, default)
 
 
 def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+    return int(_SOURCE.get().get(name, default))
 
 
 def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
+    return float(_SOURCE.get().get(name, default))
 
 
 def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
+    raw = _SOURCE.get().get(name)
     if raw is None:
         return default
     return raw.strip().lower() in {"1", "true", "yes", "on"}
@@ -127,8 +132,8 @@ class Settings:
     #: RocksDB memory per table partition: the write buffer (memtable) size and
     #: the block cache.  A memtable grows with every write until it is full,
     #: and there is one per partition of every table (8 by default): with RocksDB's
-    #: 64 MB default the worker's memory grew for hours (about 2.7 MB a
-    #: minute at 500 events/s).  Our tables hold a few thousand small values,
+    #: default the worker's memory grew for hours (see bench/README.md,
+    #: "RocksDB memory").  Our tables hold a few thousand small values,
     #: so a small buffer fills within minutes and flushes cheaply.
     rocksdb_write_buffer_kb: int = field(default_factory=lambda: _env_int(
         "ROCKSDB_WRITE_BUFFER_KB", 256))
@@ -163,15 +168,15 @@ class Settings:
     web_port: int = field(default_factory=lambda: _env_int("WEB_PORT", 6066))
     #: Faust's Prometheus sensor on ``/metrics`` (per-topic, per-table and
     #: commit metrics).  Off by default: it updates several metrics for every
-    #: message and table operation, and ``make bench`` measured the pipeline
-    #: 16 % slower and its sustained rate 31 % lower with it (one run each).
+    #: message and table operation, which made the pipeline and its sustained
+    #: rate markedly slower (see bench/README.md, "Prometheus sensor").
     #: ``/metrics`` always serves our counters (per batch), and Faust's own
     #: stats stay on ``/`` and ``/assignment/``.
     prometheus_sensor: bool = field(default_factory=lambda: _env_bool("PROMETHEUS_SENSOR", False))
     #: Deliver fetched messages to the agents inline instead of through four
     #: tasks each (``streamapp.delivery``).  Off by default: it replaces
-    #: Faust's fetch loop, and ``kill9_x3`` chaos runs with it on stalled in
-    #: 3 of 16 (``bench/README.md``) until that is understood.
+    #: Faust's fetch loop, and ``kill9_x3`` chaos runs with it on sometimes
+    #: stalled (see bench/README.md, "Eager delivery") until that is understood.
     eager_delivery: bool = field(default_factory=lambda: _env_bool("EAGER_DELIVERY", False))
 
     # --- batching and retries --------------------------------------------
@@ -230,14 +235,14 @@ class Settings:
     #: Run the audit consumer (S3) inside the worker.  Off by default: S3 runs
     #: as its own process (``python -m streamapp.audit``, which ``make run`` and
     #: docker-compose start), so indexing every event and outcome never
-    #: competes with S2's agents for the worker's event loop.  The benchmark
-    #: measured the in-worker audit taking about half the worker's throughput.
+    #: competes with S2's agents for the worker's event loop (see
+    #: bench/README.md, "Audit in the worker").
     audit_in_worker: bool = field(default_factory=lambda: _env_bool("AUDIT_IN_WORKER", False))
     #: Index name prefix; documents go to ``<prefix>-YYYY.MM.DD``.
     audit_index_prefix: str = field(default_factory=lambda: _env("AUDIT_INDEX_PREFIX", "streamapp-audit"))
     #: How soon an indexed document becomes searchable.  Each refresh writes a
-    #: new segment that must later be merged: at 1 s, indexing a benchmark's
-    #: 46 000 audit documents cost OpenSearch 1.6 s of CPU, at 5 s 1.1 s.
+    #: new segment that must later be merged, so a longer interval costs
+    #: OpenSearch less CPU (see bench/README.md, "Audit refresh interval").
     #: Audit searches can wait 5 s; tests refresh explicitly.
     audit_refresh_interval: str = field(default_factory=lambda: _env(
         "AUDIT_REFRESH_INTERVAL", "5s"))
@@ -272,7 +277,17 @@ class Settings:
             for f in fields(self) if f.repr)
         return f"Settings({shown})"
 
-    def with_overrides(self, **changes) -> "Settings":
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Settings as a process whose environment is ``env`` would build them
+        (tests build the settings of the workers they start this way)."""
+        token = _SOURCE.set(env)
+        try:
+            return cls()
+        finally:
+            _SOURCE.reset(token)
+
+    def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some settings replaced (tests build apps this way)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)

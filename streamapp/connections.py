@@ -71,7 +71,7 @@ def kafka_client_options(cfg: Settings, bootstrap: Optional[str] = None) -> Dict
     return options
 
 
-def faust_credentials(cfg: Settings):
+def faust_credentials(cfg: Settings) -> Any:
     """Faust's ``broker_credentials`` for these settings (None for PLAINTEXT).
 
     faust-streaming passes them to aiokafka as the same options

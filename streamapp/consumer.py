@@ -53,8 +53,8 @@ from aiokafka import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, Message
-from mode import Service
 from faust.types.tuples import ack_lock
+from mode import Service
 from mode.utils.futures import notify
 
 log = logging.getLogger(__name__)

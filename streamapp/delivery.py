@@ -4,9 +4,9 @@ Faust hands every fetched message to the agents' buffers with
 ``Service.wait_first(callback(message), suspend_flow.wait())``, so that a
 rebalance can interrupt a delivery that waits (on a full buffer, on flow
 control, on the producer's buffer).  ``wait_first`` creates four tasks and an
-``asyncio.wait`` for each message: 29 µs of CPU a message measured alone,
-about a quarter of the worker's CPU in the benchmark, where the delivery
-itself almost never waits.
+``asyncio.wait`` for each message: a large share of the worker's CPU, where
+the delivery itself almost never waits (see bench/README.md, "Eager
+delivery").
 
 ``EagerDeliveryConsumer`` runs the delivery inline up to its first wait.  If
 it finishes there (the common case) nothing else is needed: no other task
@@ -17,12 +17,11 @@ fetch loop of ``streamapp.consumer.SafeAckConsumer`` (Faust's, made safe
 around rebalances) with that one call changed; other Faust versions keep
 ``SafeAckConsumer`` as it is (``install``).
 
-Opt-in (``EAGER_DELIVERY=true``): in the benchmark the pipeline drained
-about a third more events a second and the pass-through nearly twice as
-many.  But the chaos scenario ``kill9_x3`` stalled in 3 runs of 16 with it
-on (0 of 5 without): the worker restarted after the third kill became ready
-and no event ever reached its streams.  It stays off until that is
-explained.
+Opt-in (``EAGER_DELIVERY=true``): the pipeline and the pass-through drain
+more events a second with it.  But the chaos scenario ``kill9_x3`` stalled
+in some runs with it on and in none without (bench/README.md, "Eager
+delivery"): the worker restarted after the third kill became ready and no
+event ever reached its streams.  It stays off until that is explained.
 """
 from __future__ import annotations
 
@@ -92,5 +91,7 @@ def install(app: faust.App, cfg: Settings) -> bool:
         log.warning("faust-streaming %s, not %s: keeping Faust's own consumer, without "
                     "streamapp.consumer's rebalance fixes", faust.__version__, FAUST_VERSION)
         return False
-    app.transport.Consumer = EagerDeliveryConsumer if cfg.eager_delivery else SafeAckConsumer
+    # Faust reads it per instance
+    app.transport.Consumer = (  # type: ignore[misc]
+        EagerDeliveryConsumer if cfg.eager_delivery else SafeAckConsumer)
     return cfg.eager_delivery

@@ -108,7 +108,7 @@ class Deployment:
         for client in (consumer, admin):
             if client is not None:
                 try:
-                    await (client.stop() if client is consumer else client.close())
+                    await (client.stop() if client is consumer else client.close())  # type: ignore[union-attr]
                 except Exception:  # closing a broken client must not hide the cause
                     pass
 
@@ -134,8 +134,8 @@ class Deployment:
         """The live workers' heartbeats, oldest first; stale entries are removed."""
         key = self.stores.redis.keys.workers
         entries = await self.stores.redis.client.hgetall(key)
-        now, live, stale = time.time(), [], []
-        for field, raw in entries.items():
+        now, live, stale = time.time(), [], []  # type: float, List[Dict[str, Any]], List[Dict[str, Any]]
+        for _field, raw in entries.items():
             beat = orjson.loads(raw)
             (live if now - beat["at"] < STALE_S else stale).append(beat)
         if stale:

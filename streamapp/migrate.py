@@ -68,7 +68,7 @@ async def run(cfg: Settings = settings, wait_s: float = 0.0) -> List[str]:
         try:
             conn = await asyncpg.connect(owner_dsn, timeout=10)
             break
-        except (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError) as exc:
+        except (TimeoutError, OSError, asyncpg.CannotConnectNowError) as exc:
             if time.monotonic() >= deadline:
                 raise
             log.warning("PostgreSQL not reachable (%s); retrying", type(exc).__name__)

@@ -22,18 +22,17 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import orjson
 from faust.types import EventT
 
 from . import metrics
+from .app import app
 from .codec import Rejection, decode
 from .records import Event
-from .app import app
 from .stores.base import REFUSED, describe_error, retrying
-from .topics import (STREAM_OF_TOPIC, STREAM_OF_TYPE, STREAMS, TYPES_OF_TOPIC, deadletter_topic,
-                     outcomes_topic)
+from .topics import STREAM_OF_TOPIC, STREAM_OF_TYPE, STREAMS, TYPES_OF_TOPIC, deadletter_topic, outcomes_topic
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ def _by_stream(events: Sequence[Event]) -> Dict[str, List[Listed]]:
 
 
 @contextmanager
-def timed(agent: str, stage: str):
+def timed(agent: str, stage: str) -> Iterator[None]:
     """Add the time spent in the block to ``streamapp_batch_seconds``."""
     started = time.perf_counter()
     try:
@@ -128,8 +127,8 @@ async def _write(agent: str, good: Sequence[Event], steps: Sequence[Step], pendi
     groups = _by_stream(good)
     for store, write in steps:
         with timed(agent, store):
-            await retrying(store, lambda: write(good),
-                           on_retry=lambda exc, store=store: report_retry(groups, store, exc))
+            await retrying(store, lambda: write(good),  # noqa: B023  # awaited in this iteration
+                           on_retry=lambda exc, store=store: report_retry(groups, store, exc))  # type: ignore[misc]
         for stream, listed in groups.items():
             metrics.events_stored.labels(store=store, stream=stream).inc(len(listed))
             pending.append(await report(stream, store, "stored", listed))
@@ -160,14 +159,14 @@ async def _isolate(agent: str, pairs: List[Decoded], steps: Sequence[Step],
 in_worker = False
 
 
-@app.on_worker_init.connect
-def _started_as_worker(sender, **_: object) -> None:
+@app.on_worker_init.connect  # type: ignore[arg-type]  # Faust passes signal= as a keyword
+def _started_as_worker(sender: Any, **_: object) -> None:
     global in_worker
     in_worker = True
 
 
 @contextmanager
-def stop_before_commit(stream: str):
+def stop_before_commit(stream: str) -> Iterator[None]:
     """Exit the worker, uncommitted, if processing a batch raises or is cancelled.
 
     Faust acknowledges the events of a ``take_events`` batch when the agent
@@ -201,7 +200,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-async def dead_letter(stream: str, raw: EventT, why: Rejection):
+async def dead_letter(stream: str, raw: EventT, why: Rejection) -> Awaitable[Any]:
     """Park a bad message on the dead-letter topic; returns its delivery future."""
     metrics.events_rejected.labels(stream=stream, reason=why.code).inc()
     log.info("dead letter from %s: %s (%s)", stream, why.code, why.detail)
@@ -225,7 +224,8 @@ async def dead_letter(stream: str, raw: EventT, why: Rejection):
     return asyncio.gather(fut, outcome)
 
 
-async def report(stream: str, store: str, status: str, listed: Sequence[Listed], **extra):
+async def report(stream: str, store: str, status: str, listed: Sequence[Listed],
+                 **extra: Any) -> Awaitable[Any]:
     """Publish one outcome message for a batch; returns its delivery future.
 
     ``events`` is ``[[event_id, occurred_at, type], ...]``; orjson writes

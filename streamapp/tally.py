@@ -5,7 +5,7 @@ what was produced with what landed, store by store.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict, List, Tuple, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -25,6 +25,7 @@ async def postgres_counts(stores: Stores) -> Dict[str, int]:
                (SELECT count(*) FROM ratings) AS ratings,
                (SELECT coalesce(sum(score), 0) FROM ratings) AS rating_score_sum,
                (SELECT count(*) FROM applied_events) AS applied_events""")
+    assert row is not None  # a SELECT without FROM returns one row
     return {k: int(v) for k, v in row.items()}
 
 
@@ -47,8 +48,8 @@ async def redis_counts(stores: Stores) -> Dict[str, int]:
     types = ("session.started", "session.heartbeat", "session.ended", "rating.submitted")
     counted = await stores.redis.counts()
     counts = {t: counted.get(t, 0) for t in types}
-    watched = await stores.redis.client.zrange(stores.redis.keys.most_watched, 0, -1,
-                                               withscores=True)
+    watched = cast(List[Tuple[bytes, float]], await stores.redis.client.zrange(
+        stores.redis.keys.most_watched, 0, -1, withscores=True))
     counts["most_watched_total"] = int(sum(score for _, score in watched))
     return counts
 
@@ -72,7 +73,7 @@ async def topic_size(topic: str, bootstrap: str, cfg: Settings = settings) -> in
         await consumer.stop()
 
 
-async def tally(stores: Stores, cfg: Settings) -> Dict[str, Dict[str, int]]:
+async def tally(stores: Stores, cfg: Settings) -> Dict[str, Any]:
     return {
         "postgres": await postgres_counts(stores),
         "mongodb": await mongo_counts(stores),

@@ -11,7 +11,9 @@ docstring for why.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, FrozenSet
+from typing import Any, Dict, FrozenSet
+
+from faust.types import TopicT
 
 from .app import app
 from .config import settings
@@ -50,7 +52,7 @@ TYPES_OF_TOPIC: Dict[str, FrozenSet[str]] = {s.topic_name: s.event_types for s i
 ACCOUNT_STREAMS = ("users", "subscriptions", "payments", "preferences")
 
 
-def _topic(*names: str, output: bool = False, **kwargs):
+def _topic(*names: str, output: bool = False, **kwargs: Any) -> TopicT:
     full = settings.output_topic if output else settings.topic
     return app.topic(
         *(full(name) for name in names),

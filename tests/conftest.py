@@ -1,5 +1,5 @@
 """Test-wide setup: every test session runs in its own namespace of the real
-stack (see ``tests/harness.py``).  The environment is set before anything
+stack, named after its session tag (see ``tests/harness.py``).  The environment is set before anything
 imports ``streamapp``, because settings are read once at import."""
 import os
 import sys
@@ -15,9 +15,12 @@ os.environ.setdefault("TABLE_STORE", "memory://")  # unit tests; workers get roc
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Drop every namespace the session made (topics, changelogs, audit indices)."""
+    """Drop every namespace the session made (topics, changelogs, Redis keys,
+    audit indices) and its databases; nothing when no test used the stack."""
     import asyncio
 
-    from harness import CREATED, drop_namespaces
+    from harness import CREATED, DATABASES, USED_STACK, drop_databases, drop_namespaces
 
-    asyncio.run(drop_namespaces(CREATED))
+    if USED_STACK[0]:
+        asyncio.run(drop_namespaces(CREATED))
+        asyncio.run(drop_databases(sorted(DATABASES)))

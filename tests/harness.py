@@ -1,17 +1,21 @@
 """Shared test plumbing: an isolated namespace on the real stack, a real
 worker process, the simulator, and store resets.
 
-Every test session gets its own topic prefix, consumer group, PostgreSQL
-database, MongoDB database, Redis database and audit index prefix, so runs
-never see each other's data.
+Every namespace gets its own topic prefix, consumer group, Redis key prefix
+and audit index prefix; its PostgreSQL and MongoDB databases are named after
+the test session (``SESSION``), and its workers' web ports are the session's
+own, so two test runs at once on one stack never see each other's data.
 """
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,8 +27,19 @@ from typing import Callable, Dict, List, Optional, Sequence
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: This test session's tag (``TEST_SESSION``, else the pid and a random
+#: suffix): the databases of every namespace are named after it.
+SESSION = re.sub(r"[^a-z0-9]", "", os.environ.get("TEST_SESSION", "").lower()) or \
+    f"s{os.getpid()}{secrets.token_hex(2)}"
+
 #: Tags of the namespaces this process made (``drop_namespaces`` at the end).
 CREATED: List[str] = []
+
+#: PostgreSQL/MongoDB databases of this session's namespaces (``drop_databases``).
+DATABASES: set = set()
+
+#: Whether this session used the stack at all (nothing to clean up otherwise).
+USED_STACK = [False]
 
 #: The read API's bearer token for the workers of this test session: new
 #: per process, so no token outlives the run (``isolated_env`` passes it on).
@@ -35,14 +50,16 @@ def isolated_env(tag: Optional[str] = None, database: str = "streamapp_test",
                  redis_db: int = 1, cluster: bool = False) -> Dict[str, str]:
     """Environment variables that give a run its own corner of every store.
 
-    Topics, consumer groups and audit indices are new per tag; ``database``
-    (PostgreSQL and MongoDB) and ``redis_db`` let test modules that run side
-    by side keep their data apart too.  ``cluster``: the stack's cluster
-    profile (3 Kafka brokers, Redis Cluster), where a Redis key prefix per
-    tag stands in for the database a cluster does not have.
+    Topics, consumer groups, Redis keys (under ``sa:<tag>:``, inside the
+    stack's ACL pattern ``sa:*``) and audit indices are new per tag;
+    ``database`` (PostgreSQL and MongoDB, suffixed with the session tag) and
+    ``redis_db`` let test modules of one session keep their data apart too.
+    ``cluster``: the stack's cluster profile (3 Kafka brokers, Redis Cluster).
     """
     tag = tag or f"t{uuid.uuid4().hex[:8]}"
     CREATED.append(tag)
+    database = f"{database}_{SESSION}"
+    DATABASES.add(database)
     base_dsn = os.environ.get("POSTGRES_DSN", "postgresql://streamapp@127.0.0.1:5432/streamapp")
     mongo = (os.environ.get("TEST_MONGODB_URL") or os.environ.get("MONGODB_URL")
              or "mongodb://127.0.0.1:27017/streamapp_test")
@@ -53,6 +70,7 @@ def isolated_env(tag: Optional[str] = None, database: str = "streamapp_test",
         "POSTGRES_DSN": with_path(base_dsn, database),
         "MONGODB_URL": with_path(mongo, database),
         "REDIS_URL": with_path(redis, str(redis_db)),
+        "REDIS_KEY_PREFIX": f"sa:{tag}:",
         "AUDIT_INDEX_PREFIX": f"{tag}-audit",
         "STREAMAPP_DATA_DIR": str(ROOT / ".stack" / "data" / "test-workers" / tag),
         "TOPIC_PARTITIONS": "4",
@@ -60,6 +78,36 @@ def isolated_env(tag: Optional[str] = None, database: str = "streamapp_test",
         "API_TOKENS": API_TOKEN,
         **(cluster_env(tag) if cluster else {}),
     }
+
+
+def free_port() -> int:
+    """A port nothing listens on now, from the OS."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_PORT_LOCK: List[int] = []
+
+
+def web_port(offset: int = 0) -> int:
+    """A web port for a worker of this session: ``TEST_WEB_PORT + offset``
+    while this session holds the lock on ``TEST_WEB_PORT`` (the first session
+    on the machine to ask), else a free port from the OS (any concurrent one)."""
+    base = os.environ.get("TEST_WEB_PORT")
+    if not base:
+        return free_port()
+    if not _PORT_LOCK:
+        locks = ROOT / ".stack" / "test-ports"
+        locks.mkdir(parents=True, exist_ok=True)
+        fd = os.open(locks / f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the process ends
+            _PORT_LOCK.append(int(base))
+        except BlockingIOError:
+            os.close(fd)
+            _PORT_LOCK.append(0)
+    return _PORT_LOCK[0] + offset if _PORT_LOCK[0] else free_port()
 
 
 def stack_module():
@@ -146,6 +194,7 @@ async def drop_namespaces(tags: Sequence[str]) -> None:
     if not tags:
         return
     cfg = settings_for({})
+    await _drop_redis_keys(cfg, tags)
     prefixes = tuple(p for tag in tags for p in (f"{tag}.", f"streamapp-{tag}-"))
     for bootstrap in {cfg.kafka_bootstrap, *BOOTSTRAPS}:
         try:
@@ -179,12 +228,62 @@ async def drop_namespaces(tags: Sequence[str]) -> None:
         await client.close()
 
 
+async def _drop_redis_keys(cfg, tags: Sequence[str]) -> None:
+    """Delete the namespaces' Redis keys (``sa:<tag>:...``) in the databases
+    this session used (best effort)."""
+    import redis.asyncio as aioredis
+
+    if cfg.redis_cluster:
+        return
+    for db in {1, *REDIS_DBS}:
+        r = aioredis.Redis.from_url(with_path(cfg.redis_url, str(db)))
+        try:
+            for tag in tags:
+                keys = [k async for k in r.scan_iter(match=f"sa:{tag}:*", count=1000)]
+                if keys:
+                    await r.delete(*keys)
+        except Exception as exc:
+            print(f"could not delete the Redis keys of {', '.join(tags)}: {exc}", file=sys.stderr)
+        finally:
+            await r.aclose()
+
+
+#: Redis databases this session's namespaces used.
+REDIS_DBS: set = set()
+
+
+async def drop_databases(databases: Sequence[str]) -> None:
+    """Drop this session's PostgreSQL and MongoDB databases (best effort)."""
+    import asyncpg
+    from pymongo import AsyncMongoClient
+
+    if not databases:
+        return
+    cfg = settings_for({})
+    try:
+        conn = await asyncpg.connect(with_path(cfg.postgres_dsn, "streamapp"))
+        try:
+            for name in databases:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+        mongo = AsyncMongoClient(cfg.mongodb_url)
+        try:
+            for name in databases:
+                await mongo.drop_database(name)
+        finally:
+            await mongo.close()
+    except Exception as exc:
+        print(f"could not drop the databases {', '.join(databases)}: {exc}", file=sys.stderr)
+
+
 async def reset_stores(env: Dict[str, str]) -> None:
     """Empty the env's databases (not the topics: those are new per tag)."""
     import asyncpg
     import redis.asyncio as aioredis
     from pymongo import AsyncMongoClient
 
+    USED_STACK[0] = True
     database = url_path(env["POSTGRES_DSN"])
     conn = await asyncpg.connect(with_path(env["POSTGRES_DSN"], "streamapp"))
     try:
@@ -208,9 +307,12 @@ async def reset_stores(env: Dict[str, str]) -> None:
         if keys:
             await rc.delete(*keys)
         await rc.aclose()
-    else:
+    else:  # databases are shared by concurrent sessions: only the namespace's keys
+        REDIS_DBS.add(int(url_path(env["REDIS_URL"]) or 0))
         r = aioredis.Redis.from_url(env["REDIS_URL"])
-        await r.flushdb()
+        keys = [k async for k in r.scan_iter(match=env["REDIS_KEY_PREFIX"] + "*", count=1000)]
+        if keys:
+            await r.delete(*keys)
         await r.aclose()
 
 
@@ -218,13 +320,7 @@ def settings_for(env: Dict[str, str]):
     """A Settings object as a process started with ``env`` would build it."""
     from streamapp.config import Settings
 
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        return Settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    return Settings.from_env({**os.environ, **env})
 
 
 def stores_for(env: Dict[str, str]):
@@ -249,7 +345,8 @@ class Worker:
         self.argv = list(argv)
         self.proc: Optional[subprocess.Popen] = None
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
+        USED_STACK[0] = True
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # A restarted worker appends to the same log: only lines after this
         # point tell whether *this* process is ready.
@@ -297,6 +394,7 @@ class Worker:
 
 def simulate(env: Dict[str, str], *args: str, summary: Path) -> dict:
     """Run the simulator to completion and return its summary."""
+    USED_STACK[0] = True
     subprocess.run([sys.executable, "-m", "streamapp.simulator", "--quiet",
                     "--summary-json", str(summary), *args],
                    cwd=ROOT, env={**os.environ, **env}, check=True,
@@ -305,14 +403,27 @@ def simulate(env: Dict[str, str], *args: str, summary: Path) -> dict:
 
 
 async def wait_until(check, timeout: float, interval: float = 1.0):
-    """Poll ``check()`` (async, returns truthy when done) until true or timeout."""
+    """Poll ``check()`` (async, returns truthy when done) until true or timeout.
+
+    A check that raises a timeout (a shared server slow to answer on a busy
+    machine) counts as not done yet; if the last try timed out, that error is
+    raised at the deadline.
+    """
+    from opensearchpy.exceptions import ConnectionTimeout
+
     deadline = time.monotonic() + timeout
     last = None
+    error: Optional[BaseException] = None
     while time.monotonic() < deadline:
-        last = await check()
+        try:
+            last, error = await check(), None
+        except (TimeoutError, ConnectionTimeout) as exc:
+            last, error = None, exc
         if last:
             return last
         await asyncio.sleep(interval)
+    if error is not None:
+        raise error
     return last
 
 

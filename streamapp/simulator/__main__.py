@@ -159,7 +159,7 @@ async def produce(args: argparse.Namespace) -> dict:
     return summary
 
 
-def main(argv: List[str] = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     summary = asyncio.run(produce(args))
     text = json.dumps(summary, indent=2)

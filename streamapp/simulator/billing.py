@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import string
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 from .. import records as r
 from .catalog import DAY
@@ -38,6 +38,7 @@ class Billing:
     _user: Callable[[], str]
     _rating: Callable[[], r.Event]
     _schedule: Callable[[float, str, object], None]
+    _serial: Iterator[int]
 
     def _subscription(self) -> r.Event:
         for _ in range(8):

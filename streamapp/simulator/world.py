@@ -119,7 +119,7 @@ class World(Billing):
     def _next_release_gap(self) -> float:
         return self.rng.expovariate(max(1.0, self.n_titles / 100) / DAY)
 
-    def _schedule(self, due: float, kind: str, ref) -> None:
+    def _schedule(self, due: float, kind: str, ref: object) -> None:
         heapq.heappush(self.queue, (due, next(self._seq), kind, ref))
 
     def _id(self) -> str:
@@ -174,17 +174,18 @@ class World(Billing):
             return self.catalog.titles[movie].event(self._base())
         if not self.users:
             return self._signup()
-        event = self._due()
-        if event is not None:
-            return event
+        due = self._due()
+        if due is not None:
+            return due
         kind = self._kinds[bisect.bisect_left(self._kind_cum, self.rng.random() * self._kind_cum[-1])]
-        return getattr(self, f"_{kind}")()
+        event: r.Event = getattr(self, f"_{kind}")()
+        return event
 
     def _due(self) -> Optional[r.Event]:
         """The first scheduled event that is due and still meant to happen."""
         while self.queue and self.queue[0][0] <= self.clock:
             due, _, kind, ref = heapq.heappop(self.queue)
-            event = getattr(self, f"_due_{kind}")(due, ref)
+            event: Optional[r.Event] = getattr(self, f"_due_{kind}")(due, ref)
             if event is not None:
                 return event
         return None

@@ -31,7 +31,7 @@ class FastJSON(JSONSerializer):
 
     def dumps(self, data: Any) -> str:
         if isinstance(data, (str, bytes)):
-            return data
+            return data  # type: ignore[return-value]  # the client sends bytes as they are
         return orjson.dumps(data, default=self.default).decode()
 
     def loads(self, s: str) -> Any:
@@ -101,7 +101,7 @@ class AuditStore:
         # ``https://user:password@host:9200``: the client sends the URL's
         # credentials as basic auth; ``ca_file`` verifies the server's certificate.
         self._url = url
-        self._tls = {"ca_certs": ca_file, "verify_certs": True} if ca_file else {}
+        self._tls: Dict[str, Any] = {"ca_certs": ca_file, "verify_certs": True} if ca_file else {}
         self.prefix = prefix
         self.refresh_interval = refresh_interval
         self._client: Optional[AsyncOpenSearch] = None
@@ -154,8 +154,8 @@ class AuditStore:
 
         The ``_bulk`` body is written here with orjson, ``BULK_DOCS`` documents
         a request, and the reply is filtered to statuses and errors: the
-        client's bulk helper cost 18 µs of CPU a document (46 000 benchmark
-        documents, local OpenSearch); writing the body costs 1.4 µs.  A document the store refuses
+        client's bulk helper cost several times as much CPU a document (see
+        bench/README.md, "Audit bulk body").  A document the store refuses
         for its content is logged and skipped (retrying would not change it);
         one it could not take for now (429 or 5xx per item) raises
         ``AuditBusy``, and the caller retries the whole batch (same ids: no
@@ -181,8 +181,8 @@ class AuditStore:
         """The NDJSON body, appended to one buffer.
 
         Keeping each line as its own bytes object until a final join cost
-        five times as much (8.7 against 1.4–1.7 µs a document): thousands of
-        fresh allocations a request, where appending reuses the same memory.
+        about five times as much (bench/README.md, "Audit bulk body"): thousands
+        of fresh allocations a request, where appending reuses the same memory.
         """
         body = bytearray()
         default = _JSON.default
@@ -231,7 +231,7 @@ class AuditStore:
         reply = await self.client.count(index=f"{self.prefix}-*", body={"query": query},
                                         params={"ignore_unavailable": "true",
                                                 "allow_no_indices": "true"})
-        return reply["count"]
+        return int(reply["count"])
 
     async def refresh(self) -> None:
         await self.client.indices.refresh(index=f"{self.prefix}-*",

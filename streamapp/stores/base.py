@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, Tuple, Type, TypeVar
+from typing import Awaitable, Callable, Optional, Tuple, Type, TypeVar
 
 from ..config import settings
 from ..metrics import store_retries
@@ -91,7 +91,7 @@ def refused(exc: BaseException) -> bool:
 
 
 async def retrying(store: str, attempt: Callable[[], Awaitable[T]],
-                   on_retry: Callable[[BaseException], Awaitable[None]] = None) -> T:
+                   on_retry: Optional[Callable[[BaseException], Awaitable[None]]] = None) -> T:
     """Run ``attempt`` until it succeeds, backing off on transient errors."""
     delay = settings.retry_initial_s
     failures = 0

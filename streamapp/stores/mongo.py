@@ -6,14 +6,14 @@ converges to the same document.  Rating aggregates live next to it in
 ``title_ratings`` (small documents, same ``_id``), copied from PostgreSQL's
 exact totals, and ``titles()`` joins them back in as each title's
 ``ratings``: on FerretDB a small ``$set`` on a catalog document rewrites the
-whole document and its indexes (3.3 ms a title here, against 0.6 ms for the
-small document).
+whole document and its indexes, several times the cost of the small
+document's.
 
-New titles are inserted (one command per batch: 0.3 ms a title on FerretDB,
-against 2.2 ms for an upsert); titles that exist are updated.  Lookups by a
-few ids go one id at a time: FerretDB v1 answers ``_id`` equality from its
-primary key (2 ms) but scans the collection for ``_id: {$in: [...]}`` (150 ms
-for 500 titles).
+New titles are inserted (one command per batch: on FerretDB far cheaper than
+an upsert); titles that exist are updated.  Lookups by a few ids go one id
+at a time: FerretDB v1 answers ``_id`` equality from its primary key but
+scans the collection for ``_id: {$in: [...]}``.  The figures: bench/README.md,
+"FerretDB write and lookup costs".
 
 The code sticks to what both MongoDB and FerretDB (the local stack's
 wire-compatible server) support: no transactions, no change streams, and
@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import urlparse
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from ..codec import version
@@ -46,7 +47,7 @@ class MongoStore:
         # Credentials stay in the URL (``mongodb://user:password@host/db?authSource=admin``),
         # where PyMongo reads them; ``tls_ca_file`` verifies a TLS server's certificate.
         self._url = url
-        self._tls = {"tlsCAFile": tls_ca_file} if tls_ca_file else {}
+        self._tls: Dict[str, Any] = {"tlsCAFile": tls_ca_file} if tls_ca_file else {}
         self._db_name = urlparse(url).path.lstrip("/") or "streamapp"
         self._client: Optional[AsyncMongoClient] = None
         self._indexed = False
@@ -60,7 +61,7 @@ class MongoStore:
         #: updated): their next write is an update, the others try an insert.
         self._aggregated: Set[str] = set()
 
-    async def movies(self):
+    async def movies(self) -> AsyncCollection:
         if self._client is None:
             self._client = self.new_client()
         database = self._client[self._db_name]
@@ -78,7 +79,7 @@ class MongoStore:
         return AsyncMongoClient(self._url, serverSelectionTimeoutMS=3000, socketTimeoutMS=15000,
                                 connectTimeoutMS=3000, tz_aware=True, **self._tls)
 
-    async def title_ratings(self):
+    async def title_ratings(self) -> AsyncCollection:
         return (await self.movies()).database["title_ratings"]
 
     async def close(self) -> None:
@@ -87,8 +88,8 @@ class MongoStore:
             self._client = None
 
     async def ping(self) -> bool:
-        await self.movies()
-        reply = await self._client.admin.command("ping")
+        client = (await self.movies()).database.client
+        reply = await client.admin.command("ping")
         return reply.get("ok") == 1
 
     async def _update_many(self, updates: List[dict], ordered: bool,
@@ -121,8 +122,8 @@ class MongoStore:
         Returns the updates still to send: those whose document exists
         already (duplicate key).  Trying the insert first is cheaper on
         FerretDB than asking which exist: ``_id: {$in: [...]}`` scans the
-        whole collection there, and a refused insert costs under a
-        millisecond, where an upsert that inserts costs about two.
+        whole collection there, and a refused insert costs less than an
+        upsert that inserts (bench/README.md, "FerretDB write and lookup costs").
         """
         target = (await self.movies()).database[collection]
         documents = [{"_id": u["q"]["_id"], **u["u"].get("$setOnInsert", {}), **u["u"]["$set"]}
@@ -135,7 +136,7 @@ class MongoStore:
             raise _bulk_error(errors)
         return [updates[e["index"]] for e in sorted(errors, key=lambda e: e["index"])]
 
-    async def _send_updates(self, target, todo: List[dict], ordered: bool) -> None:
+    async def _send_updates(self, target: AsyncCollection, todo: List[dict], ordered: bool) -> None:
         for _ in range(5):
             reply = await target.database.command(
                 {"update": target.name, "updates": todo, "ordered": ordered})
@@ -197,7 +198,7 @@ class MongoStore:
 
     async def write_rating_totals(self, totals: Dict[str, Tuple[int, int]]) -> int:
         """Set each title's rating aggregate to the exact totals given."""
-        updates = [
+        updates: List[Dict[str, Any]] = [
             {"q": {"_id": movie_id},
              "u": {"$set": {"count": votes, "sum": score_sum,
                             "avg": round(score_sum / votes, 4)}},
@@ -237,7 +238,7 @@ class MongoStore:
 BY_ID_LIMIT = 40
 
 
-async def _by_ids(collection, ids: List[str], projection: Optional[dict] = None) -> Dict[str, dict]:
+async def _by_ids(collection: AsyncCollection, ids: List[str], projection: Optional[dict] = None) -> Dict[str, dict]:
     if len(ids) > BY_ID_LIMIT:
         return {d["_id"]: d async for d in collection.find({"_id": {"$in": ids}}, projection)}
     found: Dict[str, dict] = {}

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from importlib import resources
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import asyncpg
 
@@ -26,6 +26,9 @@ _MIGRATION_LOCK = 0x5742_4D47  # any constant shared by all workers
 
 #: Where a record was read from: (Kafka partition, offset).
 Source = Tuple[int, int]
+
+#: A connection of its own or one lent by the pool.
+Conn = Union[asyncpg.Connection, asyncpg.pool.PoolConnectionProxy]
 
 
 class PostgresStore:
@@ -63,7 +66,7 @@ class PostgresStore:
 
     async def ping(self) -> bool:
         pool = await self.pool()
-        return await pool.fetchval("SELECT 1") == 1
+        return bool(await pool.fetchval("SELECT 1") == 1)
 
     async def write_accounts(self, events: Sequence[Event]) -> int:
         """Apply account events once each; returns how many were new.
@@ -132,7 +135,8 @@ class PostgresStore:
         return {movie: found.get(movie, (0, 0)) for movie in movie_ids}
 
 
-async def _totals(db, movie_ids: Optional[Sequence[str]] = None) -> Dict[str, Tuple[int, int]]:
+async def _totals(db: Union[Conn, asyncpg.Pool],
+                  movie_ids: Optional[Sequence[str]] = None) -> Dict[str, Tuple[int, int]]:
     """(votes, score_sum) per title from ``title_rating_totals`` (a pool or a connection)."""
     query = "SELECT movie_id, votes, score_sum FROM title_rating_totals"
     if movie_ids is None:
@@ -155,7 +159,7 @@ class SchemaNotReady(RuntimeError):
     worker started before ``python -m streamapp.migrate`` waits for it."""
 
 
-async def check_schema(conn: asyncpg.Connection) -> None:
+async def check_schema(conn: Conn) -> None:
     """Fail clearly unless every migration of this code base has been applied."""
     if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
         done: set = set()
@@ -169,7 +173,7 @@ async def check_schema(conn: asyncpg.Connection) -> None:
             f"(POSTGRES_MIGRATE_DSN is set): run `python -m streamapp.migrate` first")
 
 
-async def migrate(conn: asyncpg.Connection) -> List[str]:
+async def migrate(conn: Conn) -> List[str]:
     """Apply the SQL files in ``migrations/`` that this database has not seen."""
     applied: List[str] = []
     async with conn.transaction():
@@ -196,7 +200,7 @@ def _columns(events: Iterable[Event], *names: str) -> List[list]:
     return [[getattr(e, n) for e in events] for n in names]
 
 
-async def _claim(conn: asyncpg.Connection, events: Sequence[Event]) -> List[Event]:
+async def _claim(conn: Conn, events: Sequence[Event]) -> List[Event]:
     """Record events in the ledger; return those not applied before, in order."""
     rows = await conn.fetch(
         """INSERT INTO applied_events (event_id, event_type, subject_id, occurred_at)
@@ -234,7 +238,7 @@ def _newest_per(events: Iterable[Event], *key_fields: str) -> List[Tuple[str, Ev
     return list(newest.values())
 
 
-async def _infer_users(conn, user_ids: set, events: Sequence[Event]) -> None:
+async def _infer_users(conn: Conn, user_ids: set, events: Sequence[Event]) -> None:
     """Create placeholder users that events refer to before their sign-up arrives."""
     if not user_ids:
         return
@@ -306,7 +310,7 @@ _UPSERT_PROFILES = f"""
     updated_at = GREATEST(u.updated_at, EXCLUDED.updated_at)"""
 
 
-async def _apply_accounts(conn: asyncpg.Connection, events: List[Event]) -> None:
+async def _apply_accounts(conn: Conn, events: List[Event]) -> None:
     """Apply fresh account events, one statement per kind.
 
     Whatever a later event replaces (a profile field, a subscription's plan,

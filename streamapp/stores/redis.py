@@ -50,8 +50,7 @@ from __future__ import annotations
 import time
 import zlib
 from datetime import datetime, timedelta, timezone
-from typing import (Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence,
-                    Tuple, Union)
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -332,9 +331,9 @@ class RedisStore:
         async with self.client.pipeline(transaction=False) as pipe:
             for key, members in (remove or {}).items():
                 pipe.zrem(key, *members)
-            for key, members in scores.items():
-                if members:
-                    pipe.zadd(key, members)
+            for key, board in scores.items():
+                if board:
+                    pipe.zadd(key, board)
                     if key in expire_s:
                         pipe.expire(key, expire_s[key])
             for key, sources in (unions or {}).items():
@@ -344,19 +343,23 @@ class RedisStore:
             await pipe.execute()
 
     async def top(self, key: str, n: int = 10) -> List[Tuple[str, float]]:
-        rows = await self.client.zrevrange(key, 0, n - 1, withscores=True)
+        rows = cast(List[Tuple[bytes, float]],
+                    await self.client.zrevrange(key, 0, n - 1, withscores=True))
         return [(m.decode(), s) for m, s in rows]
 
     async def rank(self, key: str, member: str) -> Optional[int]:
         """1-based rank of ``member`` on a leaderboard, None if absent."""
-        r = await self.client.zrevrank(key, member)
+        r = cast(Optional[int], await self.client.zrevrank(key, member))
         return None if r is None else r + 1
 
     async def get_many(self, keys: Sequence[str]) -> List[Optional[bytes]]:
         """Values of many keys; one MGET, or one per slot on a cluster (not atomic)."""
+        values: List[Optional[bytes]]
         if self._cluster:
-            return await self.client.mget_nonatomic(list(keys))
-        return await self.client.mget(list(keys))
+            values = await self.client.mget_nonatomic(list(keys))  # type: ignore[union-attr]  # a RedisCluster
+        else:
+            values = await self.client.mget(list(keys))  # type: ignore[assignment]  # bytes: no decode_responses
+        return values
 
     async def cache_titles(self, docs: Mapping[str, dict]) -> None:
         """Put titles in the read-through cache, one pipeline."""
@@ -372,7 +375,8 @@ class RedisStore:
         key = self.keys.catalog(movie_id)
         cached = await self.client.get(key)
         if cached is not None:
-            return orjson.loads(cached)
+            hit: dict = orjson.loads(cached)
+            return hit
         doc = await load(movie_id)
         if doc is not None:
             await self.client.set(key, orjson.dumps(doc, default=str), ex=self.cache_ttl_s)

@@ -9,7 +9,7 @@ API token and shows nothing about a person.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from faust.web import Request, Response, View
@@ -17,7 +17,7 @@ from faust.web import Request, Response, View
 from ..app import app
 
 
-@lru_cache(maxsize=None)
+@cache
 def page() -> str:
     return (resources.files(__package__) / "static" / "dashboard.html").read_text("utf-8")
 

@@ -44,8 +44,7 @@ import logging
 import re
 import time
 from datetime import datetime, timezone
-from typing import (Any, Awaitable, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Mapping,
-                    Optional, Tuple)
+from typing import Any, Awaitable, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
 import aiohttp
 import orjson
@@ -53,8 +52,7 @@ from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable, WebError
 from yarl import URL
 
-from tables.ratings import (HOPPING, TUMBLING, hopping_count, tumbling_count,
-                            window_start)
+from tables.ratings import HOPPING, TUMBLING, hopping_count, tumbling_count, window_start
 
 from ..app import app, know_partitions
 from ..config import settings
@@ -105,7 +103,7 @@ PING_TIMEOUT_S = 2.0
 REQUIRED_STORES = ("postgres", "mongodb", "redis")
 
 
-def _store_errors() -> Tuple[type, ...]:
+def _store_errors() -> tuple[type[BaseException], ...]:
     import aiokafka.errors
     import asyncpg
     import opensearchpy.exceptions
@@ -138,7 +136,7 @@ class StoreUnavailable(Exception):
         self.detail = redact(f"{type(exc).__name__}: {exc}")[:300] if str(exc) else type(exc).__name__
 
 
-async def from_store(store: str, call: Awaitable, timeout: float = STORE_TIMEOUT_S):
+async def from_store(store: str, call: Awaitable[Any], timeout: float = STORE_TIMEOUT_S) -> Any:
     """Await a store call; failures and timeouts become ``StoreUnavailable``."""
     try:
         return await asyncio.wait_for(call, timeout)
@@ -218,7 +216,7 @@ def iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def plain(row: Mapping[str, Any]) -> Dict[str, Any]:
+def plain(row: Any) -> Dict[str, Any]:  # a Mapping or an asyncpg.Record
     """A database row as JSON-ready values (datetimes as ISO strings)."""
     return {k: iso(v) for k, v in row.items()}
 
@@ -227,7 +225,8 @@ def title_doc(doc: Mapping[str, Any]) -> Dict[str, Any]:
     """A MongoDB title as JSON: ``_id`` as ``movie_id``, datetimes as ISO."""
     out = dict(doc)
     out["movie_id"] = out.pop("_id")
-    return orjson.loads(orjson.dumps(out, default=str))
+    json_doc: Dict[str, Any] = orjson.loads(orjson.dumps(out, default=str))
+    return json_doc
 
 
 async def load_title(movie_id: str) -> Optional[Dict[str, Any]]:
@@ -309,12 +308,12 @@ class ApiView(View):
         except NotFound as exc:
             return self.error(404, str(exc))
         except StoreUnavailable as exc:
-            log.warning("%s %s: %s (%s)", request.method, request.path, exc, exc.detail)
+            log.warning("%s %s: %s (%s)", request.method, request.path, exc, exc.detail)  # type: ignore[attr-defined]
             return self.error(503, str(exc), store=exc.store, detail=exc.detail)
         except WebError:
             raise  # Faust answers these itself (e.g. 503 while partitions move)
         except Exception:
-            log.exception("%s %s failed", request.method, request.path)
+            log.exception("%s %s failed", request.method, request.path)  # type: ignore[attr-defined]
             return self.error(500, "internal error")
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -370,14 +369,14 @@ class TitleView(ApiView):
                 "partition moving: the worker this came from and this one both see another owner"))
         try:
             return await self.forward(request, owner)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise StoreUnavailable("worker", exc) from exc
 
     async def forward(self, request: Request, owner: URL) -> Response:
         """Relay the request to the owning worker, marked as forwarded."""
         headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
         headers[FORWARDED_HEADER] = str(app.conf.canonical_url)
-        url = request.url.with_host(owner.host).with_port(owner.port)
+        url = request.url.with_host(owner.host).with_port(owner.port)  # type: ignore[arg-type]
         async with app.http_client.get(url, headers=headers,
                                        timeout=aiohttp.ClientTimeout(total=STORE_TIMEOUT_S)) as reply:
             return self.text(await reply.text(), content_type=reply.content_type,
@@ -497,7 +496,7 @@ class LeaderboardView(ApiView):
             key = stores.redis.keys.genre(genre)
             body["genre"] = genre
         else:
-            key = BOARDS[board]
+            key = str(BOARDS[board or "rated"])  # not "window": handled above
         rows = await from_store("redis", stores.redis.top(key, n))
         names = await title_names([movie_id for movie_id, _ in rows])
         body["entries"] = [
@@ -539,7 +538,7 @@ async def _probe(name: str, ping: Callable[[], Awaitable[bool]]) -> Dict[str, An
     try:
         ok = bool(await asyncio.wait_for(ping(), PING_TIMEOUT_S))
         result: Dict[str, Any] = {"ok": ok}
-    except asyncio.TimeoutError:
+    except TimeoutError:
         result = {"ok": False, "error": f"no answer in {PING_TIMEOUT_S}s"}
     except Exception as exc:  # any failure means "not reachable", never a 500
         result = {"ok": False, "error": redact(f"{type(exc).__name__}: {exc}")[:300]}
@@ -607,7 +606,9 @@ async def consumer_lag(workers: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 async def live_workers() -> List[Dict[str, Any]]:
-    return await from_store("redis", deployment.workers(), timeout=PING_TIMEOUT_S)
+    workers: List[Dict[str, Any]] = await from_store("redis", deployment.workers(),
+                                                     timeout=PING_TIMEOUT_S)
+    return workers
 
 
 @app.page("/api/health/", name="api-health")

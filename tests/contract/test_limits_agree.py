@@ -73,7 +73,7 @@ def test_no_store_constraint_is_tighter_than_the_codec():
     for column, width in re.findall(r"^\s*(\w+)\s+char\((\d+)\)", SQL, re.M):
         pattern = re.compile(codec.PATTERNS[column])
         # a fixed-width pattern of exactly that many characters
-        assert re.fullmatch(r"\[[^\]]+\]\{%s\}" % width, pattern.pattern), column
+        assert re.fullmatch(rf"\[[^\]]+\]\{{{width}\}}", pattern.pattern), column
         checked += 1
     for column, pattern in re.findall(r"CHECK \((\w+) ~ '([^']+)'\)", SQL):
         assert pattern.strip("^$") == codec.PATTERNS.get(column, codec.PATTERNS.get(

@@ -20,8 +20,19 @@ import sys
 import aiohttp
 import pytest
 
-from harness import (Worker, api_headers, cluster_up, expected_vs_tally, isolated_env, measure,
-                     reset_stores, settings_for, simulate, stores_for, wait_until)
+from harness import (
+    Worker,
+    api_headers,
+    cluster_up,
+    expected_vs_tally,
+    isolated_env,
+    measure,
+    reset_stores,
+    settings_for,
+    simulate,
+    stores_for,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -115,10 +115,10 @@ async def topics(cfg):
 @pytest.fixture(scope="module")
 def worker(topics, namespace, tmp_path_factory):
     """The module's real worker, started once its topics exist."""
-    from harness import Worker
+    from harness import Worker, web_port
 
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    w = Worker(namespace, log, port=int(os.environ.get("TEST_WEB_PORT", "6071"))).start()
+    w = Worker(namespace, log, port=web_port()).start()
     try:
         w.wait_ready()
         yield w
@@ -343,7 +343,7 @@ async def test_one_past_each_limit_is_dead_lettered_with_its_reason(generated, c
         return len(await dead_letters(cfg)) - before >= len(sent)
     assert await wait_until(all_in, timeout=60, interval=1)
     letters = {json.loads(d["value"])["event_id"]: d for d in await dead_letters(cfg)}
-    for wire, (kind, change, reason, detail) in zip(sent, PAST):
+    for wire, (_kind, change, reason, detail) in zip(sent, PAST):
         letter = letters[wire["event_id"]]
         assert letter["x-reason"] == reason, (change, letter["x-detail"])
         if detail:
@@ -434,7 +434,7 @@ async def test_newest_wins_in_one_batch_or_two_in_either_order(generated, cfg, a
     await produce(cfg, [e for _, b, f, s, _ in cases for e in ((f, s) if b == "one" else (f,))])
 
     async def first_wave_applied():
-        for name, batches, first, second, check in cases:
+        for _name, batches, first, _second, _check in cases:
             if batches == "two":
                 kind = "titles" if first["type"].startswith("title.") else "users"
                 ident = first.get("movie_id") or first["user_id"]

@@ -42,6 +42,10 @@ async def store(request):
         s = RedisStore(isolated_env()["REDIS_URL"], prefix=tag,
                        session_ttl_s=3600, dedupe_ttl_s=3600, cache_ttl_s=60)
     yield s
+    # The database is shared with other test sessions: delete only our keys
+    # (one at a time: on a cluster they live in many slots).
+    async for key in s.client.scan_iter(match=tag + "*", count=1000):
+        await s.client.delete(key)
     await s.close()
 
 

@@ -20,9 +20,20 @@ import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from harness import (ROOT, Worker, authenticated_env, expected_vs_tally, isolated_env,
-                     reset_stores, settings_for, simulate, stack_secure_env, stores_for,
-                     wait_until, with_path)
+from harness import (
+    ROOT,
+    Worker,
+    authenticated_env,
+    expected_vs_tally,
+    isolated_env,
+    reset_stores,
+    settings_for,
+    simulate,
+    stack_secure_env,
+    stores_for,
+    wait_until,
+    web_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +76,7 @@ async def secure_env():
 @pytest.fixture(scope="module")
 def secure_worker(secure_env, tmp_path_factory):
     log = tmp_path_factory.mktemp("secure-worker") / "worker.log"
-    port = int(os.environ.get("TEST_WEB_PORT", "6071")) + 2
+    port = web_port(2)
     w = Worker(secure_env, log, port=port).start()
     try:
         w.wait_ready()

@@ -22,8 +22,17 @@ import orjson
 import pytest
 from yarl import URL
 
-from harness import (Worker, api_headers, expected_vs_tally, isolated_env, reset_stores,
-                     settings_for, simulate, stores_for, wait_until)
+from harness import (
+    Worker,
+    api_headers,
+    expected_vs_tally,
+    isolated_env,
+    reset_stores,
+    settings_for,
+    simulate,
+    stores_for,
+    wait_until,
+)
 from streamapp.tally import tally
 
 pytestmark = pytest.mark.integration

@@ -59,8 +59,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
-from tests.harness import (FAUST_WORKER, ROOT, Worker, drop_namespaces, expected_vs_tally,
-                           isolated_env, reset_stores, settings_for, simulate, stores_for)
+from tests.harness import (
+    FAUST_WORKER,
+    ROOT,
+    Worker,
+    drop_namespaces,
+    expected_vs_tally,
+    isolated_env,
+    reset_stores,
+    settings_for,
+    simulate,
+    stores_for,
+)
 
 RESULTS = ROOT / "bench" / "results"
 STREAM_NAMES = ("users", "subscriptions", "payments", "preferences", "ratings", "sessions",
@@ -227,7 +237,7 @@ class Sampler:
             self.sample()
             await asyncio.sleep(0.5)
 
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         self._task = asyncio.get_running_loop().create_task(self._run())
         return self
 
@@ -305,7 +315,7 @@ class CpuAccount:
         idle = t.idle + getattr(t, "iowait", 0.0)
         return time.monotonic(), procs, sum(t) - idle, sum(t)
 
-    def start(self) -> "CpuAccount":
+    def start(self) -> CpuAccount:
         self._start = self._snapshot()
         return self
 
@@ -389,7 +399,7 @@ class Process(Worker):
         super().__init__(env, log_path, port, argv)
         self.under_test = under_test
 
-    def start(self) -> "Process":
+    def start(self) -> Process:
         super().start()
         if PIN is not None:
             (PIN.worker if self.under_test else PIN.other)(self.proc.pid)
@@ -901,7 +911,7 @@ class AuditLag:
         self.topics = [cfg.topic(n) for n in STREAM_NAMES] + [cfg.output_topic("deadletter"),
                                                               cfg.output_topic("outcomes")]
 
-    async def __aenter__(self) -> "AuditLag":
+    async def __aenter__(self) -> AuditLag:
         from aiokafka import AIOKafkaConsumer
         from aiokafka.admin import AIOKafkaAdminClient
 

@@ -27,8 +27,7 @@ from typing import Callable, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import (CREATED, ROOT, Worker, drop_namespaces, isolated_env,  # noqa: E402
-                     measure, reset_stores)
+from harness import CREATED, ROOT, Worker, drop_namespaces, isolated_env, measure, reset_stores  # noqa: E402
 
 STACK = [sys.executable, str(ROOT / "scripts" / "stack.py")]
 WORK = Path(tempfile.mkdtemp(prefix="streamapp-chaos-"))

@@ -29,9 +29,7 @@ from typing import Callable, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import (Worker, cluster_up, isolated_env, measure, reset_stores,  # noqa: E402
-                     stack_module)
-
+from harness import Worker, cluster_up, isolated_env, measure, reset_stores, stack_module  # noqa: E402
 from tests.system.chaos import WORK, run_scenarios, start_simulator  # noqa: E402
 
 stack = stack_module()

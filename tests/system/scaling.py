@@ -39,10 +39,19 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import (CREATED, ROOT, cluster_up, drop_namespaces, expected_vs_tally,  # noqa: E402
-                     isolated_env, reset_stores, settings_for, simulate, stack_module,
-                     stores_for)
-
+from harness import (  # noqa: E402
+    CREATED,
+    ROOT,
+    cluster_up,
+    drop_namespaces,
+    expected_vs_tally,
+    isolated_env,
+    reset_stores,
+    settings_for,
+    simulate,
+    stack_module,
+    stores_for,
+)
 from tests.system.chaos import WORK, start_simulator  # noqa: E402
 from tests.system.cluster_chaos import Fleet, busiest_ratings_leader  # noqa: E402
 

@@ -30,10 +30,21 @@ from typing import List, Tuple
 import psutil
 
 from tests.harness import drop_namespaces, reset_stores, simulate
-from tests.system.bench import (RESULTS, RUNNING, Probe, bench_env,
-                                faust_ready_at, machine_info, pipeline_env, single_run_lock,
-                                start_audit, start_producer, start_worker, stop_worker,
-                                tree_usage)
+from tests.system.bench import (
+    RESULTS,
+    RUNNING,
+    Probe,
+    bench_env,
+    faust_ready_at,
+    machine_info,
+    pipeline_env,
+    single_run_lock,
+    start_audit,
+    start_producer,
+    start_worker,
+    stop_worker,
+    tree_usage,
+)
 
 FLAT_WITHIN = 0.10
 

@@ -2,8 +2,10 @@
 import json
 from datetime import datetime, timezone
 
+import pytest
+
 from streamapp import records as r
-from streamapp.audit import deadletter_doc, email_hash, event_doc, outcome_docs
+from streamapp.audit import deadletter_doc, docs_for, email_hash, event_doc, outcome_docs
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -73,3 +75,9 @@ def test_the_bulk_body_is_one_action_and_one_source_line_per_document():
                            for i in range(3)]
     assert lines[1] == {"doc_kind": "outcome", "occurred_at": "2026-01-01T00:00:00+00:00",
                         "detail": "line one\nline two"}
+
+
+@pytest.mark.parametrize("value", [None, b"", b"not json", b"[1, 2]", b'{"events": []}'])
+def test_a_record_that_is_no_outcome_gives_no_documents(value):
+    # Before: orjson.loads(None) raised TypeError in S3's loop, which ended S3.
+    assert docs_for("streamapp.outcomes", value, ()) == []

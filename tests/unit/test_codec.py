@@ -3,7 +3,8 @@ from datetime import datetime, timezone
 
 import orjson
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamapp.codec import Rejection, decode, encode
 from streamapp.records import EVENT_TYPES

@@ -1,6 +1,5 @@
 """Connection settings: Kafka security options, credentials in store URLs,
 and that no password reaches a log line or a repr."""
-import os
 import ssl
 
 import certifi
@@ -8,9 +7,8 @@ import pytest
 from aiohttp import web
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from harness import settings_for, with_path
-from streamapp.connections import (ConnectionSettingsError, faust_credentials,
-                                   kafka_client_options, redact)
+from harness import free_port, settings_for, with_path
+from streamapp.connections import ConnectionSettingsError, faust_credentials, kafka_client_options, redact
 from streamapp.stores.audit import AuditStore
 from streamapp.stores.mongo import MongoStore
 
@@ -123,7 +121,7 @@ async def basic_auth_server():
     app.router.add_get("/_cluster/health", health)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = int(os.environ.get("TEST_WEB_PORT", "6071")) + 1
+    port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     yield port, seen

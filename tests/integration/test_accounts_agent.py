@@ -3,10 +3,13 @@ the real PostgreSQL."""
 import asyncio
 from datetime import datetime, timezone
 
+import pytest
 
 from harness import wait_until
 from streamapp import records as r
 from streamapp.codec import encode, key_of
+
+pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

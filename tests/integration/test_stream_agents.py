@@ -5,6 +5,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from aiokafka import AIOKafkaConsumer
 
 from harness import wait_until
@@ -13,6 +14,8 @@ from streamapp.codec import encode, key_of
 from streamapp.config import settings
 from streamapp.connections import kafka_client_options
 from streamapp.stores import stores
+
+pytestmark = pytest.mark.integration
 
 
 def _now():
