@@ -59,18 +59,19 @@ class Filters:
     status: Optional[str] = None
 
 
-def auto_interval(since: datetime, until: datetime) -> str:
-    """The smallest interval that gives at most ``MAX_BUCKETS`` buckets."""
-    span = (until - since).total_seconds()
-    for name, seconds in INTERVALS.items():
-        if span / seconds <= MAX_BUCKETS:
-            return name
-    return "1d"
-
-
 def bucket_count(since: datetime, until: datetime, interval: str) -> int:
+    """Buckets of ``interval`` (aligned to the epoch, as OpenSearch aligns them)
+    that ``since``..``until`` touches."""
     seconds = INTERVALS[interval]
     return int(until.timestamp() // seconds - since.timestamp() // seconds) + 1
+
+
+def auto_interval(since: datetime, until: datetime) -> str:
+    """The smallest interval that gives at most ``MAX_BUCKETS`` buckets."""
+    for name in INTERVALS:
+        if bucket_count(since, until, name) <= MAX_BUCKETS:
+            return name
+    return "1d"
 
 
 def query(f: Filters) -> Dict[str, Any]:
