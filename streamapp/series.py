@@ -10,8 +10,10 @@ sample and appends it to one Redis list that every worker reads:
   as long as one worker lives;
 * **what a sample holds**: the consumer group's committed offset and lag per
   stream (Kafka, via ``deployment.offsets``, as ``/api/stats/`` and
-  ``/api/health/`` count them), the number of live workers (heartbeats), and
-  each store's ping time seen from the sampling worker;
+  ``/api/health/`` count them), the number of live workers (heartbeats),
+  each store's ping time seen from the sampling worker, and the ratings
+  counted in the current and the previous tumbling window (the sum of their
+  Redis boards, which the rating tables mirror from every worker);
 * **bounded**: ``RPUSH`` then ``LTRIM`` to the last ``SERIES_KEEP_S`` worth of
   samples (360 at the defaults, about 150 KB).
 
@@ -45,6 +47,7 @@ class Series:
         self.deployment = deployment
         self.every_s = max(0.5, float(cfg.series_sample_s))
         self.keep = max(2, int(cfg.series_keep_s / self.every_s))
+        self.window_s = cfg.tumbling_window_s
         prefix = stores.redis.keys.prefix
         self.key = f"{prefix}series"
         self._claim = f"{prefix}series:claim:"
@@ -84,7 +87,24 @@ class Series:
         except Exception:
             workers = None
         return {"at": at, "consumed": consumed, "lag": lag,
-                "latency_ms": dict(zip(probes, latencies)), "workers": workers}
+                "latency_ms": dict(zip(probes, latencies)), "workers": workers,
+                "windows": await self.window_totals(at)}
+
+    async def window_totals(self, at: float) -> Dict[str, int]:
+        """Ratings in the tumbling window holding ``at`` and the one before,
+        by window start (epoch s): the sums of their leaderboards."""
+        from tables.ratings import TUMBLING  # the tables' label of the window
+
+        size = self.window_s
+        starts = [int(at // size * size) - size, int(at // size * size)]
+        keys = self.stores.redis.keys
+        # one hash tag ({win}): a pipeline even on a cluster
+        async with self.stores.redis.client.pipeline(transaction=False) as pipe:
+            for start in starts:
+                pipe.zrange(keys.window(TUMBLING, start), 0, -1, withscores=True)
+            boards = await pipe.execute()
+        return {str(start): int(sum(score for _, score in board))
+                for start, board in zip(starts, boards)}
 
     async def read(self, seconds: float) -> List[Dict[str, Any]]:
         """The samples of the last ``seconds`` (one more, for the first rate)."""
@@ -117,6 +137,16 @@ def rates(samples: List[Dict[str, Any]]) -> Dict[str, List[Optional[float]]]:
     if not samples:
         return {name: [] for name in STREAMS}
     return out
+
+
+def windows(samples: List[Dict[str, Any]], since: float) -> Dict[str, List[int]]:
+    """Ratings per tumbling window from ``since`` on: each window's latest count."""
+    latest: Dict[int, int] = {}
+    for sample in samples:
+        for start, n in sample.get("windows", {}).items():
+            latest[int(start)] = n
+    starts = sorted(s for s in latest if s >= since)
+    return {"start": starts, "ratings": [latest[s] for s in starts]}
 
 
 def _series() -> Series:

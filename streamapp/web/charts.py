@@ -9,16 +9,19 @@ history.  Answer::
      "rates": {stream: [events/s or null, ...]},   # committed offsets, per second
      "lag": {stream: [n, ...]},                    # consumer group lag
      "latency_ms": {store: [ms or null, ...]},     # ping from the sampling worker
-     "workers": [n, ...]}
+     "workers": [n, ...],
+     "windows": {"size_s": 60,                     # ratings per tumbling window
+                 "start": [epoch s, ...], "ratings": [n, ...]}}
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Dict, List
 
 from faust.web import Request, Response
 
 from ..app import app
-from ..series import rates, series
+from ..series import rates, series, windows
 from ..topics import STREAMS
 from .views import ApiView, from_store, int_in
 
@@ -39,4 +42,6 @@ class SeriesView(ApiView):
             "lag": {name: [s["lag"].get(name, 0) for s in samples] for name in STREAMS},
             "latency_ms": {name: [s["latency_ms"].get(name) for s in samples] for name in stores},
             "workers": [s.get("workers") for s in samples],
+            "windows": {"size_s": series.window_s,
+                        **windows(samples, time.time() - minutes * 60 - series.window_s)},
         })

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from streamapp.series import Series, rates
+from streamapp.series import Series, rates, windows
 from streamapp.stores import audit_query
 from streamapp.stores.audit_query import Filters
 
@@ -109,6 +109,13 @@ def test_rates_from_consecutive_samples():
     assert rates([])["ratings"] == []
 
 
+def test_window_bars_keep_each_windows_latest_count():
+    samples = [{"windows": {"60": 5, "120": 1}}, {"windows": {"120": 7, "180": 0}},
+               {"windows": {"120": 9, "180": 2}}]
+    assert windows(samples, since=100) == {"start": [120, 180], "ratings": [9, 2]}
+    assert windows([], since=0) == {"start": [], "ratings": []}
+
+
 async def test_one_sample_per_slot_whatever_the_number_of_workers():
     """Two workers' samplers on the real Redis: one takes each slot, the list
     keeps the last SERIES_KEEP_S worth."""
@@ -134,6 +141,8 @@ async def test_one_sample_per_slot_whatever_the_number_of_workers():
         assert sample["at"] == now + 35
         assert set(sample["latency_ms"]) >= {"postgres", "mongodb", "redis"}
         assert all(v is None or v > 0 for v in sample["latency_ms"].values())
+        assert sample["windows"] == {str(int(now + 35) // 60 * 60 - 60): 0,
+                                     str(int(now + 35) // 60 * 60): 0}
     finally:
         keys = [k async for k in stores.redis.client.scan_iter(match=env["REDIS_KEY_PREFIX"] + "*")]
         if keys:
