@@ -184,7 +184,8 @@ async def test_explorer_shows_documents_histogram_and_outcomes(live, browser):
         " && s.hits.every((h) => h.event_type === 'user.registered'); }", timeout=15_000)
     assert "event_type=user.registered" in page.url
     await page.locator("[data-testid=hit]").first.click()
-    await page.locator("[data-testid=outcome]").first.wait_for(timeout=15_000)
+    # the page looks again while the newest event's outcome is being indexed
+    await page.locator("[data-testid=outcome]").first.wait_for(timeout=60_000)
     outcome = await page.locator("[data-testid=outcome]").first.inner_text()
     assert "stored" in outcome and "postgres" in outcome
     payload = await page.get_by_test_id("payload").inner_text()
