@@ -77,6 +77,7 @@ Personal data needs the API token, {token_note}:
   API token            {token}
   a user               curl -H 'Authorization: Bearer {token}' {base}/api/users/u0000001/
   audit search         curl -H 'Authorization: Bearer {token}' '{base}/api/audit/?event_type=rating.submitted'
+  audit explorer       {base}/audit/   (paste the token into the page)
 Ctrl-C stops the workers, the audit trail and the simulator; `make services-down` stops the servers.
 """, flush=True)
     children = [simulator, audit, *workers]

@@ -231,6 +231,14 @@ class Settings:
     #: than any replay window we expect (Kafka retention of a day).
     dedupe_ttl_s: int = field(default_factory=lambda: _env_int("DEDUPE_TTL_S", 86400))
 
+    # --- dashboard charts --------------------------------------------------
+    #: One worker of the deployment samples its numbers (events consumed and
+    #: lag per stream, store ping times) this often into a Redis list that
+    #: every worker serves to the dashboard's charts (``streamapp.series``).
+    series_sample_s: float = field(default_factory=lambda: _env_float("SERIES_SAMPLE_S", 5.0))
+    #: How much history that list keeps (the charts show up to 30 minutes).
+    series_keep_s: int = field(default_factory=lambda: _env_int("SERIES_KEEP_S", 1800))
+
     # --- audit ------------------------------------------------------------
     #: Run the audit consumer (S3) inside the worker.  Off by default: S3 runs
     #: as its own process (``python -m streamapp.audit``, which ``make run`` and

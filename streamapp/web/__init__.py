@@ -2,6 +2,7 @@
 
 Importing this package registers the routes on the app (the worker's
 autodiscovery scans it): JSON views in ``views``, the HTML dashboard in
-``dashboard``.
+``dashboard``, the dashboard's time series in ``charts``, the audit explorer
+in ``audit_views``.
 """
-from . import dashboard, views  # noqa: F401  (registers the routes)
+from . import audit_views, charts, dashboard, views  # noqa: F401  (registers the routes)

@@ -11,7 +11,8 @@ pytestmark = pytest.mark.integration
 DB_NAME = "streamapp_test_security_open"
 REDIS_DB = 11
 
-PERSONAL = (f"/api/users/{VICTIM['user_id']}/", "/api/audit/?size=5", "/api/audit/")
+PERSONAL = (f"/api/users/{VICTIM['user_id']}/", "/api/audit/?size=5", "/api/audit/",
+            "/api/audit/search/", "/api/audit/doc/00000000-0000-4000-8000-000000000000/")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ async def test_personal_views_are_403(secure_worker, path, headers):
 
 
 @pytest.mark.parametrize("path", ["/api/leaderboards/", "/api/health/", "/api/stats/",
-                                  "/dashboard/", "/", "/metrics"])
+                                  "/dashboard/", "/", "/metrics", "/audit/", "/api/series/"])
 async def test_public_views_stay_open(secure_worker, path):
     reply = await secure_worker.get(path)
     assert reply.status == 200, (path, reply.status, reply.text[:300])

@@ -24,7 +24,9 @@ SECOND_TOKEN = secrets.token_hex(24)
 
 #: Views that return personal data, with a request that would return some.
 PERSONAL = (f"/api/users/{VICTIM['user_id']}/",
-            f"/api/audit/?user_id={VICTIM['user_id']}&size=5")
+            f"/api/audit/?user_id={VICTIM['user_id']}&size=5",
+            f"/api/audit/search/?user_id={VICTIM['user_id']}&size=5",
+            "/api/audit/doc/00000000-0000-4000-8000-000000000000/")
 #: What must never appear in an answer to a request that should get nothing.
 SECRETS = (VICTIM["email"], OTHER["email"], VICTIM["display_name"], OTHER["display_name"],
            "tok_secret")
@@ -112,6 +114,9 @@ async def test_token_in_the_query_string_is_not_accepted(api):
     ("/api/health/", {200}),
     ("/api/stats/", {200}),
     ("/dashboard/", {200}),
+    ("/audit/", {200}),                     # the explorer page holds no data
+    ("/api/series/", {200}),
+    ("/static/chart.umd.min.js", {200}),
     ("/", {200}),
     ("/assignment/", {200}),
     ("/performance/", {200}),
@@ -225,6 +230,17 @@ TARGETS = [
     ("/api/audit/?since={}", "since"),
     ("/api/audit/?until={}", "until"),
     ("/api/audit/?size={}", "size"),
+    ("/api/audit/search/?event_type={}", "event_type"),
+    ("/api/audit/search/?user_id={}", "user_id"),
+    ("/api/audit/search/?movie_id={}", "movie_id"),
+    ("/api/audit/search/?kind={}", "kind"),
+    ("/api/audit/search/?status={}", "status"),
+    ("/api/audit/search/?since={}", "since"),
+    ("/api/audit/search/?until={}", "until"),
+    ("/api/audit/search/?interval={}", "interval"),
+    ("/api/audit/search/?page={}", "page"),
+    ("/api/audit/search/?size={}", "size"),
+    ("/api/series/?minutes={}", "minutes"),
 ]
 
 
