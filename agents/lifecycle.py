@@ -32,7 +32,7 @@ class StoreClients(mode.Service):
 
     async def on_start(self) -> None:
         warm = (stores.postgres, stores.mongo, stores.redis)
-        results = await asyncio.gather(*(asyncio.wait_for(store.ping(), WARM_UP_S)
+        results = await asyncio.gather(*(asyncio.wait_for(store.connect(), WARM_UP_S)
                                          for store in warm), return_exceptions=True)
         for store, result in zip(warm, results):
             if isinstance(result, BaseException):

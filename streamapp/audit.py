@@ -32,15 +32,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import (CommitFailedError, IllegalGenerationError, RebalanceInProgressError,
                              UnknownMemberIdError)
-from opensearchpy.exceptions import ConnectionError as AuditConnectionError
-from opensearchpy.exceptions import TransportError
 
 from . import metrics
 from .codec import Rejection, has_card_number, decode
 from .config import Settings, settings
 from .connections import kafka_client_options
 from .records import EVENT_TYPES, Event
-from .stores.audit import AuditBusy, AuditStore
+from .stores.audit import AuditStore
+from .stores.retry import RetryPolicy, RetryStopped
 from .topics import STREAMS
 
 log = logging.getLogger(__name__)
@@ -249,6 +248,8 @@ class AuditTrail:
         self.store = store or AuditStore(cfg.elasticsearch_url, cfg.audit_index_prefix,
                                             cfg.audit_refresh_interval,
                                             ca_file=cfg.elasticsearch_ca_file)
+        if store is None:  # backoff bounds from this configuration
+            self.store.retry_policy = RetryPolicy.of(cfg, retry_unknown=False)
         self.topics = [s.topic_name for s in STREAMS.values()] + [
             cfg.output_topic("deadletter"), cfg.output_topic("outcomes")]
         self.indexed = 0
@@ -299,26 +300,16 @@ class AuditTrail:
             log.info("audit offsets not committed, the group rebalanced: %s", type(exc).__name__)
 
     async def _index_until_done(self, docs: List[dict], stop: asyncio.Event) -> bool:
-        """Index ``docs``, retrying while the store is away; False if stopped first."""
-        delay = self.cfg.retry_initial_s
-        while True:
-            try:
-                self.indexed += await self.store.index(docs)
-                metrics.events_stored.labels(store="audit", stream="all").inc(len(docs))
-                return True
-            except (AuditConnectionError, TransportError, AuditBusy, OSError,
-                    asyncio.TimeoutError) as exc:
-                if isinstance(exc, TransportError) and isinstance(exc.status_code, int) \
-                        and 400 <= exc.status_code < 500 and exc.status_code != 429:
-                    raise
-                metrics.store_retries.labels(store="audit").inc()
-                log.warning("audit store unavailable (%s); %d documents wait on Kafka, "
-                            "retry in %.1fs", type(exc).__name__, len(docs), delay)
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                    return False
-                except asyncio.TimeoutError:
-                    delay = min(delay * 2, self.cfg.retry_max_s)
+        """Index ``docs``, retrying while the store is away; False if stopped first.
+
+        Meanwhile the documents wait on Kafka (their offsets are not committed).
+        """
+        try:
+            self.indexed += await self.store.write(lambda: self.store.index(docs), stop=stop)
+        except RetryStopped:
+            return False
+        metrics.events_stored.labels(store="audit", stream="all").inc(len(docs))
+        return True
 
 
 async def main() -> None:

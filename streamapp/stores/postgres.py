@@ -19,6 +19,7 @@ import asyncpg
 
 from ..codec import version
 from ..records import Event
+from .base import StoreBase
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ _MIGRATION_LOCK = 0x5742_4D47  # any constant shared by all workers
 Source = Tuple[int, int]
 
 
-class PostgresStore:
+class PostgresStore(StoreBase):
     name = "postgres"
 
     def __init__(self, dsn: str, migrate: bool = True) -> None:
@@ -55,6 +56,9 @@ class PostgresStore:
                     raise
                 self._pool = pool
         return self._pool
+
+    async def connect(self) -> None:
+        await self.pool()
 
     async def close(self) -> None:
         if self._pool is not None:

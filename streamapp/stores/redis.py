@@ -58,6 +58,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from ..records import Event
+from .base import StoreBase
 
 Client = Union[aioredis.Redis, RedisCluster]
 
@@ -198,7 +199,7 @@ def _mark(at: datetime, event_id: str) -> str:
     return f"{(at - _EPOCH) // timedelta(microseconds=1):016d}|{event_id}"
 
 
-class RedisStore:
+class RedisStore(StoreBase):
     name = "redis"
 
     def __init__(self, url: str, *, session_ttl_s: int, dedupe_ttl_s: int,
@@ -227,6 +228,9 @@ class RedisStore:
                     self._url, socket_timeout=5, socket_connect_timeout=3,
                     health_check_interval=10)
         return self._client
+
+    async def connect(self) -> None:
+        await self.ping()  # the client connects on its first command
 
     async def close(self) -> None:
         if self._client is not None:

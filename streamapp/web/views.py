@@ -61,6 +61,7 @@ from ..config import settings
 from ..connections import redact
 from ..deployment import add_up, deployment, owners
 from ..stores import stores
+from ..stores.errors import STORE_ERRORS
 from ..topics import STREAM_OF_TOPIC, STREAM_OF_TYPE, STREAMS, ratings_topic
 from .auth import refusal, refuse
 
@@ -103,22 +104,6 @@ STORE_TIMEOUT_S = 5.0
 PING_TIMEOUT_S = 2.0
 #: Stores that must answer for the worker to be healthy (audit is optional).
 REQUIRED_STORES = ("postgres", "mongodb", "redis")
-
-
-def _store_errors() -> Tuple[type, ...]:
-    import aiokafka.errors
-    import asyncpg
-    import opensearchpy.exceptions
-    import pymongo.errors
-    import redis.exceptions
-
-    return (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-            pymongo.errors.PyMongoError, redis.exceptions.RedisError,
-            opensearchpy.exceptions.OpenSearchException, aiokafka.errors.KafkaError)
-
-
-#: What a store may raise when it is down, slow or refusing: answered with 503.
-STORE_ERRORS = _store_errors()
 
 
 class BadRequest(Exception):
@@ -549,10 +534,8 @@ async def _probe(name: str, ping: Callable[[], Awaitable[bool]]) -> Dict[str, An
 
 async def store_health() -> Dict[str, Dict[str, Any]]:
     """Ping every store concurrently, each with its own short timeout."""
-    probes = {"postgres": stores.postgres.ping, "mongodb": stores.mongo.ping,
-              "redis": stores.redis.ping}
-    if stores.audit.enabled:
-        probes["audit"] = stores.audit.ping
+    probes = {store.name: store.ping for store in stores.all()
+              if store is not stores.audit or stores.audit.enabled}
     results = await asyncio.gather(*(_probe(name, ping) for name, ping in probes.items()))
     health = dict(zip(probes, results))
     if not stores.audit.enabled:
