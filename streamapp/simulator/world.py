@@ -23,12 +23,11 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from faker import Faker
 
 from .. import records as r
+from ..records import GENRES
 from ..codec import PLANS
 from ..topics import STREAM_OF_TYPE
 
 PRICES = {"basic": 799, "standard": 1299, "premium": 1799}
-GENRES = ["action", "adventure", "animation", "comedy", "crime", "documentary", "drama",
-          "family", "fantasy", "horror", "mystery", "romance", "sci-fi", "thriller", "western"]
 DEVICES = ["tv", "web", "ios", "android", "console"]
 PREF_KEYS = ["language", "subtitles", "autoplay", "maturity", "quality"]
 PREF_VALUES = {"language": ["en", "pt", "es", "fr", "de"], "subtitles": ["on", "off"],

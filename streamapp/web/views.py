@@ -60,6 +60,7 @@ from ..app import app, know_partitions
 from ..config import settings
 from ..connections import redact
 from ..deployment import add_up, deployment, owners
+from ..records import GENRES
 from ..stores import stores
 from ..stores.errors import STORE_ERRORS
 from ..topics import STREAM_OF_TOPIC, STREAM_OF_TYPE, STREAMS, ratings_topic
@@ -84,10 +85,6 @@ WINDOWS: Dict[str, Tuple[int, int]] = {
     TUMBLING: (settings.tumbling_window_s, settings.tumbling_window_s),
     HOPPING: (settings.hopping_window_s, settings.hopping_step_s),
 }
-#: The catalog's genre vocabulary (genre leaderboards exist for these).
-GENRES = frozenset({
-    "action", "adventure", "animation", "comedy", "crime", "documentary", "drama",
-    "family", "fantasy", "horror", "mystery", "romance", "sci-fi", "thriller", "western"})
 #: Kinds of audit documents (the audit store's ``doc_kind``).
 AUDIT_KINDS = frozenset({"event", "outcome", "deadletter"})
 
