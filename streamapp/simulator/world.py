@@ -15,8 +15,6 @@ import itertools
 import random
 import string
 import uuid
-from collections import Counter
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -26,6 +24,8 @@ from .. import records as r
 from ..records import GENRES
 from ..codec import PLANS
 from ..topics import STREAM_OF_TYPE
+from .malformed import malformed_rating
+from .outcome import Outcome, summarize
 
 PRICES = {"basic": 799, "standard": 1299, "premium": 1799}
 DEVICES = ["tv", "web", "ios", "android", "console"]
@@ -41,22 +41,6 @@ MIX = {
     "subscription": 4, "payment": 6, "subscription_change": 1, "cancel": 1,
     "title_edit": 0.8, "title_remove": 0.2,
 }
-
-
-@dataclass
-class Outcome:
-    """What the stores should hold after the simulated stream is processed."""
-
-    events: Counter = field(default_factory=Counter)
-    bad: Counter = field(default_factory=Counter)
-    users: set = field(default_factory=set)
-    subscriptions: set = field(default_factory=set)
-    payments: int = 0
-    preferences: set = field(default_factory=set)
-    ratings: int = 0
-    rating_sum: int = 0
-    titles: set = field(default_factory=set)
-    removed: set = field(default_factory=set)
 
 
 class World:
@@ -280,52 +264,7 @@ class World:
 
     # --- deliberately bad input ------------------------------------------
     def _bad_event(self) -> Tuple[str, bytes, bytes, str]:
-        from ..codec import encode
-
-        good = self._rating()
-        body = good.to_wire()
-        choice = self.rng.randrange(7)
-        if choice == 0:
-            return "ratings", b"m00000", b'{"type": "rating.submitted", "event_id": ', "malformed_json"
-        if choice == 1:
-            body["score"] = 11
-            reason = "out_of_range"
-        elif choice == 2:
-            body["score"] = "ten"
-            reason = "wrong_type"
-        elif choice == 3:
-            del body["user_id"]
-            reason = "missing_field"
-        elif choice == 4:
-            body["type"] = "rating.deleted"
-            reason = "unknown_type"
-        elif choice == 5:
-            body["occurred_at"] = "9999-12-31T00:00:00+00:00"
-            reason = "out_of_range"
-        else:
-            return "ratings", b"m00000", encode(good)[:-1] + b', "x": "\xff\xfe"}', "malformed_json"
-        import orjson
-        return "ratings", good.movie_id.encode(), orjson.dumps(body, default=str), reason
+        return malformed_rating(self.rng, self._rating())
 
     def summary(self) -> dict:
-        o = self.outcome
-        by_stream: Counter = Counter()
-        for event_type, n in o.events.items():
-            by_stream[STREAM_OF_TYPE[event_type]] += n
-        return {
-            "events": sum(o.events.values()) + sum(o.bad.values()),
-            "valid": sum(o.events.values()),
-            "per_topic": dict(sorted(by_stream.items())),
-            "per_type": dict(sorted(o.events.items())),
-            "bad_per_topic": dict(sorted(o.bad.items())),
-            "expect": {
-                "postgres": {"users": len(o.users), "subscriptions": len(o.subscriptions),
-                             "payments": o.payments, "preferences": len(o.preferences),
-                             "ratings": o.ratings, "rating_score_sum": o.rating_sum},
-                "mongodb": {"movies": len(o.titles), "removed": len(o.removed),
-                            "rated_votes": o.ratings},
-                "redis": {t: o.events[t] for t in ("session.started", "session.heartbeat",
-                                                   "session.ended", "rating.submitted")},
-                "deadletter": sum(o.bad.values()),
-            },
-        }
+        return summarize(self.outcome)
