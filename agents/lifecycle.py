@@ -31,7 +31,7 @@ class StoreClients(mode.Service):
     """
 
     async def on_start(self) -> None:
-        warm = (stores.postgres, stores.mongo, stores.redis)
+        warm = stores.required()
         results = await asyncio.gather(*(asyncio.wait_for(store.connect(), WARM_UP_S)
                                          for store in warm), return_exceptions=True)
         for store, result in zip(warm, results):

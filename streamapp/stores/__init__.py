@@ -27,8 +27,12 @@ class Stores:
         self.audit = AuditStore(cfg.elasticsearch_url, cfg.audit_index_prefix,
                                 cfg.audit_refresh_interval, ca_file=cfg.elasticsearch_ca_file)
 
+    def required(self) -> Tuple[Store, ...]:
+        """The stores a worker cannot do without (the audit store is optional)."""
+        return (self.postgres, self.mongo, self.redis)
+
     def all(self) -> Tuple[Store, ...]:
-        return (self.postgres, self.mongo, self.redis, self.audit)
+        return (*self.required(), self.audit)
 
     async def close(self) -> None:
         for store in self.all():

@@ -18,7 +18,7 @@ from .api import STORE_TIMEOUT_S, ApiView, StoreUnavailable, from_store, utc
 #: How long the health check waits for each store.
 PING_TIMEOUT_S = 2.0
 #: Stores that must answer for the worker to be healthy (audit is optional).
-REQUIRED_STORES = ("postgres", "mongodb", "redis")
+REQUIRED_STORES = tuple(store.name for store in stores.required())
 
 
 async def _probe(name: str, ping: Callable[[], Awaitable[bool]]) -> Dict[str, Any]:
