@@ -218,6 +218,11 @@ class RedisStore(StoreBase):
             return await self.client.mget_nonatomic(list(keys))
         return await self.client.mget(list(keys))
 
+    async def cached_titles(self, movie_ids: Sequence[str]) -> Dict[str, Optional[dict]]:
+        """Titles in the read-through cache (None where not cached), one MGET."""
+        found = await self.get_many([self.keys.catalog(m) for m in movie_ids])
+        return {m: None if raw is None else orjson.loads(raw) for m, raw in zip(movie_ids, found)}
+
     async def cache_titles(self, docs: Mapping[str, dict]) -> None:
         """Put titles in the read-through cache, one pipeline."""
         async with self.client.pipeline(transaction=False) as pipe:
@@ -229,11 +234,10 @@ class RedisStore(StoreBase):
     async def cached_title(self, movie_id: str,
                            load: Callable[[str], Awaitable[Optional[dict]]]) -> Optional[dict]:
         """Read-through cache: Redis first, else ``load`` and remember it."""
-        key = self.keys.catalog(movie_id)
-        cached = await self.client.get(key)
+        cached = await self.client.get(self.keys.catalog(movie_id))
         if cached is not None:
             return orjson.loads(cached)
         doc = await load(movie_id)
         if doc is not None:
-            await self.client.set(key, orjson.dumps(doc, default=str), ex=self.cache_ttl_s)
+            await self.cache_titles({movie_id: doc})
         return doc

@@ -57,15 +57,14 @@ async def title_names(movie_ids: List[str]) -> Dict[str, Optional[str]]:
     """
     if not movie_ids:
         return {}
-    keys = stores.redis.keys
-    cached = await from_store("redis", stores.redis.get_many([keys.catalog(m) for m in movie_ids]))
+    cached = await from_store("redis", stores.redis.cached_titles(movie_ids))
     names: Dict[str, Optional[str]] = {}
     missing = []
-    for movie_id, raw in zip(movie_ids, cached):
-        if raw is None:
+    for movie_id, doc in cached.items():
+        if doc is None:
             missing.append(movie_id)
         else:
-            names[movie_id] = orjson.loads(raw).get("title")
+            names[movie_id] = doc.get("title")
     if missing:
         docs = await from_store("mongodb", stores.mongo.titles(missing))
         if docs:
