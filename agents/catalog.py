@@ -5,9 +5,9 @@ from streamapp.app import app
 from streamapp.codec import version
 from streamapp.config import settings
 from streamapp.pipeline import handle_batch, stop_before_commit
+from streamapp.projections import projections
 from streamapp.stores import stores
 from streamapp.topics import catalog_topic
-from tables.ratings import learn_genres
 
 #: Rank (``codec.version``) of the newest upsert this worker told the
 #: leaderboards about, per title: an older upsert arriving later (another
@@ -24,7 +24,7 @@ async def _forget_cached(events):
             if v > max(_told.get(e.movie_id, ""), newest.get(e.movie_id, ("",))[0]):
                 newest[e.movie_id] = (v, e.genres)
     _told.update((movie, v) for movie, (v, _) in newest.items())
-    learn_genres({movie: genres for movie, (_, genres) in newest.items()})
+    projections.learn_genres({movie: genres for movie, (_, genres) in newest.items()})
     await stores.redis.forget_titles({e.movie_id for e in events})
 
 

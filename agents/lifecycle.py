@@ -1,7 +1,6 @@
 """Open the store clients before the worker reports Ready; close them when it stops."""
 import asyncio
 import logging
-from typing import Any, Tuple
 
 import mode
 
@@ -32,8 +31,8 @@ class StoreClients(mode.Service):
     """
 
     async def on_start(self) -> None:
-        warm: Tuple[Any, ...] = (stores.postgres, stores.mongo, stores.redis)
-        results = await asyncio.gather(*(asyncio.wait_for(store.ping(), WARM_UP_S)
+        warm = stores.required()
+        results = await asyncio.gather(*(asyncio.wait_for(store.connect(), WARM_UP_S)
                                          for store in warm), return_exceptions=True)
         for store, result in zip(warm, results):
             if isinstance(result, BaseException):

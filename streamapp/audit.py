@@ -14,131 +14,33 @@ so a replay overwrites instead of duplicating.
 
 PII never leaves the process: e-mails become a keyed hash, names are
 reduced to an initial, card data and anything that looks like a secret or a
-card number is dropped from the payload before indexing.
+card number is dropped from the payload before indexing (``masking``).
 """
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
-import hmac
 import logging
-import re
-import typing
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError
-from opensearchpy.exceptions import ConnectionError as AuditConnectionError
-from opensearchpy.exceptions import TransportError
+from aiokafka.errors import (CommitFailedError, IllegalGenerationError, RebalanceInProgressError,
+                             UnknownMemberIdError)
 
 from . import metrics
-from .codec import Rejection, decode, has_card_number
+from .codec import Rejection, decode
 from .config import Settings, settings
 from .connections import kafka_client_options
-from .records import EVENT_TYPES, Event
-from .stores.audit import AuditBusy, AuditStore
+from .masking import (_FIELD_NAMES, email_hash, mask, scrub,  # noqa: F401  (re-exported)
+                      scrub_detail)
+from .records import Event
+from .stores.audit import AuditStore
+from .stores.retry import RetryPolicy, RetryStopped
 from .topics import STREAMS
 
 log = logging.getLogger(__name__)
-
-_SECRET_KEYS = re.compile(r"pass(word)?|secret|card_?number|pan|cvv|cvc|token", re.I)
-_MASKED = "***"
-
-
-def _field_names() -> frozenset:
-    """Every field name of every event record, nested records included."""
-    names = {"type", "schema_version"}
-    todo = list(EVENT_TYPES.values())
-    while todo:
-        cls = todo.pop()
-        for name, hint in typing.get_type_hints(cls).items():
-            if name not in cls._options.fields:
-                continue
-            names.add(name)
-            for inner in (hint, *getattr(hint, "__args__", ())):
-                if isinstance(inner, type) and hasattr(inner, "_options"):
-                    todo.append(inner)
-    return frozenset(names)
-
-
-_FIELD_NAMES = _field_names()
-
-
-def _hash_key(cfg: Settings) -> bytes:
-    return (cfg.audit_hash_key or f"streamapp:{cfg.app_id}").encode()
-
-
-def email_hash(email: str, cfg: Settings = settings) -> str:
-    digest = hmac.new(_hash_key(cfg), email.strip().lower().encode(), hashlib.sha256)
-    return digest.hexdigest()[:32]
-
-
-#: Personal fields of the contract, by normalized name (``_plain_name``).
-_PERSONAL = frozenset({"email", "displayname"})
-#: Something that looks like an e-mail address inside any text.
-_EMAIL_IN_TEXT = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-
-
-def mask(value: Any, cfg: Settings = settings, allowed: Optional[frozenset] = None) -> Any:
-    """A copy of a JSON value with PII masked and secrets removed.
-
-    Whatever the value's shape: a personal field (``email``,
-    ``display_name``, in any case or spelling such as ``Display-Name``) is
-    masked whole, whether it holds a string, a number, a list or an object;
-    any string anywhere has e-mail addresses and card numbers masked.  With
-    ``allowed``, object keys not in it are dropped (at every depth).
-    """
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            key = str(key)
-            if _is_secret(key) or (allowed is not None and key not in allowed):
-                continue
-            key = scrub(key)
-            plain = _plain_name(key)
-            if plain in _PERSONAL:
-                out[key] = _personal(plain, item)
-            else:
-                out[key] = mask(item, cfg, allowed)
-        return out
-    if isinstance(value, list):
-        return [mask(item, cfg, allowed) for item in value]
-    if isinstance(value, str):
-        return scrub(value)
-    return value
-
-
-def _personal(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if name == "displayname" and type(value) is str and value:
-        return scrub(value[:1]) + _MASKED
-    return _MASKED
-
-
-def scrub(text: str) -> str:
-    """Text with e-mail addresses and card numbers masked."""
-    if "@" in text:
-        text = _EMAIL_IN_TEXT.sub(_MASKED, text)
-    # A card number has 13 digits at least: shorter strings cannot hold one.
-    if len(text) >= 13 and has_card_number(text):
-        return _MASKED
-    return text
-
-
-@functools.lru_cache(maxsize=4096)
-def _plain_name(key: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", key.lower())
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_secret(key: str) -> bool:
-    """Field names are few and repeat in every event: decide each name once."""
-    return bool(_SECRET_KEYS.search(key)) or _plain_name(key) == "cardlast4"
-
 
 def event_doc(event: Event, stream: str, cfg: Settings = settings) -> Dict[str, Any]:
     body = event.to_wire()
@@ -190,30 +92,9 @@ def deadletter_doc(value: Optional[bytes], headers: Dict[str, str], cfg: Setting
     }
 
 
-def scrub_detail(detail: Any) -> Optional[str]:
-    """A detail as the audit trail keeps it: what a store said about a row
-    ("Failing row contains (...)", written by workers before details were
-    reduced to names) is cut, and addresses and card numbers are masked."""
-    if detail is None:
-        return None
-    text = str(detail)
-    for marker in ("\nDETAIL:", "Failing row contains", "dup key:"):
-        cut = text.find(marker)
-        if cut >= 0:
-            text = text[:cut].rstrip() + " [values removed]"
-    return scrub(text)
-
-
-def outcome_docs(value: Optional[bytes]) -> Iterable[Dict[str, Any]]:
-    """One document per event named in an outcome message; none for a record
-    that is no outcome (a tombstone, bytes that are not a JSON object with a
-    status), which must not stop S3: anyone with write access can send one."""
-    try:
-        body = orjson.loads(value) if value is not None else None
-    except orjson.JSONDecodeError:
-        body = None
-    if not isinstance(body, dict) or "status" not in body:
-        return
+def outcome_docs(value: bytes) -> Iterable[Dict[str, Any]]:
+    """One document per event named in an outcome message."""
+    body = orjson.loads(value)
     at = _parse_time(body.get("at")) or datetime.now(timezone.utc)
     for event_id, occurred_at, event_type in body.get("events", []):
         if not event_id:
@@ -234,8 +115,7 @@ def _parse_time(text: Optional[str]) -> Optional[datetime]:
         return None
 
 
-def docs_for(topic: str, value: Optional[bytes], headers: Iterable[Tuple[str, bytes]],
-             cfg: Settings = settings) -> List[dict]:
+def docs_for(topic: str, value: Optional[bytes], headers, cfg: Settings = settings) -> List[dict]:
     """Audit documents for one Kafka record of any of our topics."""
     name = topic.rsplit(".", 1)[-1]
     if name == "outcomes":
@@ -256,6 +136,8 @@ class AuditTrail:
         self.store = store or AuditStore(cfg.elasticsearch_url, cfg.audit_index_prefix,
                                             cfg.audit_refresh_interval,
                                             ca_file=cfg.elasticsearch_ca_file)
+        if store is None:  # backoff bounds from this configuration
+            self.store.retry_policy = RetryPolicy.of(cfg, retry_unknown=False)
         self.topics = [s.topic_name for s in STREAMS.values()] + [
             cfg.output_topic("deadletter"), cfg.output_topic("outcomes")]
         self.indexed = 0
@@ -306,25 +188,16 @@ class AuditTrail:
             log.info("audit offsets not committed, the group rebalanced: %s", type(exc).__name__)
 
     async def _index_until_done(self, docs: List[dict], stop: asyncio.Event) -> bool:
-        """Index ``docs``, retrying while the store is away; False if stopped first."""
-        delay = self.cfg.retry_initial_s
-        while True:
-            try:
-                self.indexed += await self.store.index(docs)
-                metrics.events_stored.labels(store="audit", stream="all").inc(len(docs))
-                return True
-            except (TimeoutError, AuditConnectionError, TransportError, AuditBusy, OSError) as exc:
-                if isinstance(exc, TransportError) and isinstance(exc.status_code, int) \
-                        and 400 <= exc.status_code < 500 and exc.status_code != 429:
-                    raise
-                metrics.store_retries.labels(store="audit").inc()
-                log.warning("audit store unavailable (%s); %d documents wait on Kafka, "
-                            "retry in %.1fs", type(exc).__name__, len(docs), delay)
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                    return False
-                except TimeoutError:
-                    delay = min(delay * 2, self.cfg.retry_max_s)
+        """Index ``docs``, retrying while the store is away; False if stopped first.
+
+        Meanwhile the documents wait on Kafka (their offsets are not committed).
+        """
+        try:
+            self.indexed += await self.store.write(lambda: self.store.index(docs), stop=stop)
+        except RetryStopped:
+            return False
+        metrics.events_stored.labels(store="audit", stream="all").inc(len(docs))
+        return True
 
 
 async def main() -> None:

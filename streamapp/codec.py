@@ -6,7 +6,8 @@ lose the event.  Here every payload either becomes a record or a
 ``Rejection`` that goes to the dead-letter topic with the original bytes.
 
 Types are checked strictly (no ``"5"`` for an int, no ``true`` for a number);
-then the domain rules below apply.
+then the domain rules apply: the contract's limits are defined once, in
+``streamapp.limits`` (re-exported here).
 """
 from __future__ import annotations
 
@@ -15,111 +16,23 @@ import re
 import typing
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Optional, Tuple, Type, Union
 
 import orjson
 
+from .limits import (  # noqa: F401
+    EARLIEST, EVENT_ID_PATTERN, ID_FIELDS, ID_PATTERN, MAX_FUTURE, MAX_INT, MAX_LENGTHS,
+    MAX_LIST, MAX_PAYLOAD_BYTES, MAX_STRING, PATTERNS, PLANS, RANGES, SCHEMA_VERSIONS,
+    TIMESTAMP_PATTERN, has_card_number, limit_rows)
 from .records import EVENT_TYPES, Event
-
-# --- Every limit of the contract, defined once ---------------------------
-#
-# docs/events.md ("Limits") lists exactly these values, and the stores'
-# constraints (the SQL migrations) are no tighter: tests/contract checks both,
-# so an event this codec accepts is never refused by a store.
-
-#: Largest accepted message; anything bigger is rejected unread.
-MAX_PAYLOAD_BYTES = 64 * 1024
-#: Longest string field by default, in characters (Unicode code points).
-MAX_STRING = 4000
-#: Fields with a tighter length limit than ``MAX_STRING`` (characters).
-#: ``display_name`` is what the ``users`` table holds.
-MAX_LENGTHS: Dict[str, int] = {"display_name": 200, "value": 256}
-#: Most items in any list field.
-MAX_LIST = 200
-#: Largest absolute value of any integer field (PostgreSQL ``integer``).
-MAX_INT = 2**31 - 1
-#: Inclusive ranges of the integer fields that have one.
-RANGES: Dict[str, Tuple[int, int]] = {
-    "birth_year": (1900, 2025),
-    "price_cents": (1, 1_000_000),
-    "amount_cents": (1, 1_000_000),
-    "score": (1, 10),
-    "position_s": (0, 86_400),
-    "watched_s": (0, 86_400),
-    "year": (1888, 2100),
-    "runtime_min": (1, 1000),
-    "width": (1, 20_000),    # artwork
-    "height": (1, 20_000),   # artwork
-}
-#: Events more than this far in the future are clock bugs, not events.
-MAX_FUTURE = timedelta(days=1)
-EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
-
-#: Fields holding an id of ours (``bad_id`` when they do not match ``ID_PATTERN``).
-ID_FIELDS = ("user_id", "movie_id", "session_id", "subscription_id", "payment_id")
-ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
-#: Format of string fields, matched against the whole value (``bad_value``).
-PATTERNS: Dict[str, str] = {
-    "email": r"[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}",
-    "country": r"[A-Z]{2}",
-    "currency": r"[A-Z]{3}",
-    "card_last4": r"[0-9]{4}",
-    "card_token": r"tok_[A-Za-z0-9]{8,64}",
-    "key": r"[a-z][a-z0-9_.]{0,63}",   # preference key
-}
-#: ``event_id`` spellings accepted; each is read as its UUID and stored in the
-#: canonical lower-case 8-4-4-4-12 form.
-EVENT_ID_PATTERN = (r"(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
-                    r"|\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}"
-                    r"|urn:uuid:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
-                    r"|[0-9A-Fa-f]{32})")
-#: ``occurred_at``: ISO 8601 extended form, seconds, 0-6 fraction digits, and
-#: ``Z`` or a ``+hh:mm``/``-hh:mm`` offset.
-TIMESTAMP_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})"
-PLANS = frozenset({"basic", "standard", "premium"})
-SCHEMA_VERSIONS = frozenset({1})
+from .wire import encode, key_of, partition_key, version  # noqa: F401  (re-exported)
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
 _TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
 _ID = re.compile(ID_PATTERN)
 _PATTERNS = {name: re.compile(pattern) for name, pattern in PATTERNS.items()}
-_DIGIT_RUN = re.compile(r"\d{13,19}")
-
-
-#: How the Limits table names fields whose name alone is ambiguous.
-_LABELS = {"value": "`value` (`preference.set`)", "key": "`key` (`preference.set`)",
-           "width": "`width` (each `artwork` item)", "height": "`height` (each `artwork` item)"}
-
-
-def limit_rows() -> Tuple[str, ...]:
-    """The rows of the "Limits" table in docs/events.md, from the values above
-    (``tests/contract`` checks that the page has every one of them)."""
-    def code(text: str) -> str:
-        return "`" + text.replace("|", "\\|") + "`"  # a table cell: escape the pipes
-    rows = [
-        ("Value size", f"at most {MAX_PAYLOAD_BYTES} bytes", "too_large"),
-        ("`schema_version`", f"one of {', '.join(map(str, sorted(SCHEMA_VERSIONS)))}",
-         "unsupported_version"),
-        ("`event_id`", f"matches {code(EVENT_ID_PATTERN)}", "bad_id"),
-        ("`occurred_at`", f"matches {code(TIMESTAMP_PATTERN)}", "bad_timestamp"),
-        ("`occurred_at`", f"from {EARLIEST:%Y-%m-%dT%H:%M:%SZ} to now + "
-                          f"{MAX_FUTURE.days} day", "out_of_range"),
-        ("Any string (list items too)", f"at most {MAX_STRING} characters, no NUL",
-         "too_long`, `bad_string"),
-        *((_LABELS.get(name, code(name)), f"at most {limit} characters", "too_long")
-          for name, limit in sorted(MAX_LENGTHS.items())),
-        ("Any list", f"at most {MAX_LIST} items", "too_long"),
-        ("Any integer", f"-{MAX_INT}..{MAX_INT}", "out_of_range"),
-        *((_LABELS.get(name, code(name)), f"{low}..{high}", "out_of_range")
-          for name, (low, high) in RANGES.items()),
-        (", ".join(code(n) for n in ID_FIELDS), f"matches {code(ID_PATTERN)}", "bad_id"),
-        *((_LABELS.get(name, code(name)), f"matches {code(pattern)}", "bad_value")
-          for name, pattern in PATTERNS.items()),
-        ("`plan`", f"one of {', '.join(sorted(PLANS))}", "bad_value"),
-    ]
-    return tuple(f"| {what} | {rule} | `{reason}` |" for what, rule, reason in rows)
 
 
 def canonical_event_id(value: Any) -> Optional[str]:
@@ -131,18 +44,6 @@ def canonical_event_id(value: Any) -> Optional[str]:
     if not _EVENT_ID.fullmatch(value):
         return None
     return str(uuid.UUID(value))
-
-
-def version(event: Event) -> str:
-    """An event's rank for "newest wins", as text that sorts bytewise.
-
-    ``occurred_at`` in UTC with microseconds, then the canonical
-    ``event_id``: the newest event wins, and on equal times the greater
-    ``event_id``.  Stored next to the state it decided, so that a later
-    batch compares with it (``COLLATE "C"`` in PostgreSQL).
-    """
-    at = event.occurred_at.astimezone(timezone.utc)
-    return f"{at:%Y-%m-%dT%H:%M:%S.%f}Z|{event.event_id}"
 
 
 @dataclass(frozen=True)
@@ -232,7 +133,7 @@ def _build(cls: Type[Event], data: Dict[str, Any]) -> Event:
         if version_ not in SCHEMA_VERSIONS:
             raise _Invalid("unsupported_version",
                            f"schema_version must be one of {sorted(SCHEMA_VERSIONS)}")
-    event: Event = _record(cls, data)
+    event = _record(cls, data)
     _check_rules(event)
     return event
 
@@ -242,7 +143,7 @@ def _build(cls: Type[Event], data: Dict[str, Any]) -> Event:
 Check = Callable[[Any], Any]
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def _plan(cls: type) -> Tuple[Tuple[str, Check, bool, Any], ...]:
     """(field, check, has default, default) for each field of a record class.
 
@@ -251,10 +152,9 @@ def _plan(cls: type) -> Tuple[Tuple[str, Check, bool, Any], ...]:
     built once from its hints.
     """
     hints = typing.get_type_hints(cls)
-    options = cls._options  # type: ignore[attr-defined]  # set by faust.Record
-    defaults = options.defaults
+    defaults = cls._options.defaults
     return tuple((name, _check_for(name, hints[name]), name in defaults, defaults.get(name))
-                 for name in options.fields)
+                 for name in cls._options.fields)
 
 
 def _record(cls: type, data: Dict[str, Any]) -> Any:
@@ -274,7 +174,7 @@ def _record(cls: type, data: Dict[str, Any]) -> Any:
             values[name] = default
         else:
             values[name] = check(value)
-    record: Any = object.__new__(cls)
+    record = cls.__new__(cls)
     record.__dict__.update(values)
     record.__evaluated_fields__ = set()
     return record
@@ -365,21 +265,6 @@ def _check_for(name: str, hint: Any, item: bool = False) -> Check:
     raise TypeError(f"no rule for {hint!r}")  # pragma: no cover - schema bug
 
 
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def has_card_number(text: str) -> bool:
-    """A 13-19 digit run that passes the Luhn check: a primary account number."""
-    return any(_luhn_ok(run) for run in _DIGIT_RUN.findall(text))
-
-
 def _require(ok: bool, code: str, detail: str) -> None:
     if not ok:
         raise _Invalid(code, detail)
@@ -396,27 +281,3 @@ def _check_rules(event: Event) -> None:
     plan = fields.get("plan")
     if plan is not None:
         _require(plan in PLANS, "bad_value", f"plan must be one of {sorted(PLANS)}")
-
-
-def encode(event: Event) -> bytes:
-    """Wire bytes of an event (used by the simulator and tests)."""
-    return orjson.dumps(event.to_wire(), default=_nested)
-
-
-def _nested(value: Any) -> Any:
-    """orjson hook for nested records (cast members, artwork)."""
-    if hasattr(value, "asdict"):
-        return value.asdict()
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
-
-def key_of(event: Event) -> bytes:
-    """Partition key: everything about a user, or a title, stays in order."""
-    return partition_key(event).encode()
-
-
-def partition_key(event: Event) -> str:
-    if event.TYPE.startswith(("rating.", "title.")):
-        return str(event.movie_id)
-    return str(event.user_id)
-

@@ -18,6 +18,11 @@ import faust
 
 SCHEMA_VERSION = 1
 
+#: The catalog's genre vocabulary: the simulator draws from it, and the read
+#: API serves a genre leaderboard for each.
+GENRES = ("action", "adventure", "animation", "comedy", "crime", "documentary", "drama",
+          "family", "fantasy", "horror", "mystery", "romance", "sci-fi", "thriller", "western")
+
 
 class Event(faust.Record, abstract=True, serializer="json", isodates=True,
             include_metadata=False):

@@ -3,8 +3,11 @@ writes.  ``stores`` holds the process-wide clients, created lazily so a store
 that is down at start-up is retried like any other outage."""
 from __future__ import annotations
 
+from typing import Tuple
+
 from ..config import Settings, settings
 from .audit import AuditStore
+from .base import Store
 from .mongo import MongoStore
 from .postgres import PostgresStore
 from .redis import RedisStore
@@ -24,8 +27,15 @@ class Stores:
         self.audit = AuditStore(cfg.elasticsearch_url, cfg.audit_index_prefix,
                                 cfg.audit_refresh_interval, ca_file=cfg.elasticsearch_ca_file)
 
+    def required(self) -> Tuple[Store, ...]:
+        """The stores a worker cannot do without (the audit store is optional)."""
+        return (self.postgres, self.mongo, self.redis)
+
+    def all(self) -> Tuple[Store, ...]:
+        return (*self.required(), self.audit)
+
     async def close(self) -> None:
-        for store in (self.postgres, self.mongo, self.redis, self.audit):
+        for store in self.all():
             await store.close()
 
 

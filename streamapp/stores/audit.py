@@ -22,6 +22,9 @@ import orjson
 from opensearchpy import AsyncOpenSearch
 from opensearchpy.serializer import JSONSerializer
 
+from .base import RetryPolicy, StoreBase
+from .errors import Busy
+
 log = logging.getLogger(__name__)
 
 
@@ -71,7 +74,7 @@ _BULK_PARAMS = {"filter_path": "errors,items.*.status,items.*.error"}
 _TIMES = ("occurred_at", "recorded_at")
 
 
-class AuditBusy(Exception):
+class AuditBusy(Busy):
     """The audit store took the request but not every document: retry later."""
 
 
@@ -93,8 +96,10 @@ def failures(reply: Dict[str, Any]) -> Tuple[List[dict], List[dict]]:
     return busy, refused
 
 
-class AuditStore:
+class AuditStore(StoreBase):
     name = "audit"
+    #: An error of unknown kind is a bug here, not an outage: raised, not retried.
+    retry_policy = RetryPolicy(retry_unknown=False)
 
     def __init__(self, url: str, prefix: str, refresh_interval: str = "5s",
                  ca_file: str = "") -> None:
@@ -118,6 +123,9 @@ class AuditStore:
             self._client = AsyncOpenSearch(hosts=[self._url], timeout=10, max_retries=0,
                                            serializer=FastJSON(), **self._tls)
         return self._client
+
+    async def connect(self) -> None:
+        await self.ensure_template()
 
     async def close(self) -> None:
         if self._client is not None:

@@ -32,6 +32,7 @@ from pymongo.errors import BulkWriteError
 
 from ..codec import version
 from ..records import Event
+from .base import StoreBase
 
 #: Update statements per command; see ``_update_many``.
 UPDATE_CHUNK = 4
@@ -40,7 +41,7 @@ UPDATE_CHUNK = 4
 _TITLE_FIELDS = ("title", "year", "genres", "directors", "similar", "synopsis", "runtime_min")
 
 
-class MongoStore:
+class MongoStore(StoreBase):
     name = "mongodb"
 
     def __init__(self, url: str, tls_ca_file: str = "") -> None:
@@ -81,6 +82,9 @@ class MongoStore:
 
     async def title_ratings(self) -> AsyncCollection:
         return (await self.movies()).database["title_ratings"]
+
+    async def connect(self) -> None:
+        await self.movies()
 
     async def close(self) -> None:
         if self._client is not None:

@@ -27,28 +27,11 @@ Updates are idempotent by construction where they can be (``HSET`` of a
 newer state, ``ZADD GT``, ``ZREM``, absolute ``ZADD``); the few increments
 run only when the event's claim is new, so a replayed event adds nothing.
 
-Key layout (``P`` is ``REDIS_KEY_PREFIX``, ``sa:`` by default; ``{sK}`` is the
-shard of the title, or of the event id for plain counts):
-    P{sK}:session:<sid>          hash, expires SESSION_TTL_S after last event
-    P{sK}:watching               zset sid -> last seen (epoch s)
-    P{sK}:watching:<movie>       zset sid -> last seen, per title
-    P{sK}:lb:watched             zset movie -> sessions started (the shard's titles)
-    P{sK}:counts                 hash event type -> events counted once each,
-                                 and watched_seconds
-    P{sK}:seen:<event_id>        dedupe claims, expire after DEDUPE_TTL_S
-    P lb:watched                 zset movie -> sessions started (all titles;
-                                 ZADD GT of each shard's count)
-    P lb:rated:all               zset movie -> ratings (all time)
-    P lb:best                    zset movie -> average score (min votes)
-    P lb:genre:<genre>           zset movie -> ratings (all time) in a genre
-    P{win}:lb:rated:<window>:<start>  zset movie -> ratings in that window
-    P catalog:<movie>            cached title JSON (read-through)
-    P workers                    hash worker url -> its heartbeat (``streamapp.deployment``)
+The key layout is in ``redis_keys``, the Lua scripts in ``redis_scripts``.
 """
 from __future__ import annotations
 
 import time
-import zlib
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
@@ -57,137 +40,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from ..records import Event
+from .base import StoreBase
+from .redis_keys import DEFAULT_PREFIX, Keys
+from .redis_scripts import COUNT, SESSIONS
 
 Client = Union[aioredis.Redis, RedisCluster]
-
-#: The prefix of every key (``REDIS_KEY_PREFIX``) unless a store is given another.
-DEFAULT_PREFIX = "sa:"
-
-# Sessions of one shard: KEYS[1] = the shard's counts hash; ARGV = the
-# shard's key prefix, session ttl, dedupe ttl, and the events as one JSON
-# array of 9-value arrays.  A session's state follows the newest event of
-# each kind, whatever the order they arrive in ("mark" = zero-padded event
-# time in microseconds, "|", event id: the contract's newest-wins order as
-# one comparable string); an ended session stays ended, and is never
-# counted as watching again.  Increments run only when the event's dedupe
-# claim (SET NX) is new.  Returns the shard's "most watched" count of every
-# title started in the call, claimed or not, for the global board.
-_SESSIONS = """
-local base, session_ttl, dedupe_ttl = ARGV[1], ARGV[2], ARGV[3]
-local counts, watching, shard_board = KEYS[1], base .. 'watching', base .. 'lb:watched'
-local started = {}
-local function newer(skey, field, mark)
-  local held = redis.call('HGET', skey, field)
-  if held and held >= mark then return false end
-  redis.call('HSET', skey, field, mark)
-  return true
-end
-for _, e in ipairs(cjson.decode(ARGV[4])) do
-  local kind, eid, sid, movie = e[1], e[2], e[3], e[4]
-  local user, at, seen, extra, mark = e[5], e[6], e[7], e[8], e[9]
-  local skey, per_title = base .. 'session:' .. sid, base .. 'watching:' .. movie
-  redis.call('HSET', skey, 'user_id', user, 'movie_id', movie)
-  if newer(skey, 'last_mark', mark) then
-    redis.call('HSET', skey, 'last_seen', at)
-  end
-  if kind == 'session.ended' then
-    if newer(skey, 'end_mark', mark) then
-      redis.call('HSET', skey, 'watched_s', extra, 'ended_at', at)
-    end
-    redis.call('HSET', skey, 'state', 'ended')
-    redis.call('ZREM', watching, sid)
-    redis.call('ZREM', per_title, sid)
-  else
-    if kind == 'session.started' then
-      if newer(skey, 'start_mark', mark) then
-        redis.call('HSET', skey, 'device', extra, 'started_at', at)
-      end
-      started[movie] = true
-    elseif newer(skey, 'beat_mark', mark) then
-      redis.call('HSET', skey, 'position_s', extra)
-    end
-    if redis.call('HGET', skey, 'state') ~= 'ended' then
-      redis.call('HSET', skey, 'state', 'playing')
-      redis.call('ZADD', watching, 'GT', seen, sid)
-      redis.call('ZADD', per_title, 'GT', seen, sid)
-    end
-  end
-  redis.call('EXPIRE', skey, session_ttl)
-  if redis.call('SET', base .. 'seen:' .. eid, '1', 'NX', 'EX', dedupe_ttl) then
-    redis.call('HINCRBY', counts, kind, 1)
-    if kind == 'session.started' then
-      redis.call('ZINCRBY', shard_board, 1, movie)
-    elseif kind == 'session.ended' then
-      redis.call('HINCRBY', counts, 'watched_seconds', extra)
-    end
-  end
-end
-local scores = {}
-for movie, _ in pairs(started) do
-  table.insert(scores, movie)
-  table.insert(scores, redis.call('ZSCORE', shard_board, movie))
-end
-return scores
-"""
-
-# Count events of one shard once each: KEYS[1] = the shard's counts hash;
-# ARGV = the shard's key prefix, dedupe ttl, and a JSON array of
-# [event id, type] pairs.
-_COUNT = """
-local base, dedupe_ttl = ARGV[1], ARGV[2]
-local counted = 0
-for _, e in ipairs(cjson.decode(ARGV[3])) do
-  if redis.call('SET', base .. 'seen:' .. e[1], '1', 'NX', 'EX', dedupe_ttl) then
-    counted = counted + 1
-    redis.call('HINCRBY', KEYS[1], e[2], 1)
-  end
-end
-return counted
-"""
-
-
-class Keys:
-    """Every key streamapp writes, under one prefix (see the module docstring)."""
-
-    def __init__(self, prefix: str = DEFAULT_PREFIX, shards: int = 16) -> None:
-        if shards < 1 or shards > 100:
-            raise ValueError("REDIS_SHARDS must be between 1 and 100")
-        self.prefix = prefix
-        self.shards = shards
-        self.rated_all = f"{prefix}lb:rated:all"
-        self.best_rated = f"{prefix}lb:best"
-        self.most_watched = f"{prefix}lb:watched"
-        self.workers = f"{prefix}workers"
-
-    def genre(self, genre: str) -> str:
-        return f"{self.prefix}lb:genre:{genre.lower()}"
-
-    def window(self, window: str, start: float) -> str:
-        return f"{self.prefix}{{win}}:lb:rated:{window}:{int(start)}"
-
-    def catalog(self, movie_id: str) -> str:
-        return f"{self.prefix}catalog:{movie_id}"
-
-    def shard_of(self, value: str) -> int:
-        """The counter shard of a title or event id (stable across processes)."""
-        return zlib.crc32(value.encode()) % self.shards
-
-    def shard(self, index: int) -> str:
-        """The key prefix of one counter shard, hash tag included."""
-        return f"{self.prefix}{{s{index:02d}}}:"
-
-    def counts(self, index: int) -> str:
-        return self.shard(index) + "counts"
-
-    def session(self, session_id: str, movie_id: str) -> str:
-        return self.shard(self.shard_of(movie_id)) + f"session:{session_id}"
-
-    def watching(self, movie_id: Optional[str] = None) -> List[str]:
-        """The "now watching" sets: of one title (one key), or of every shard."""
-        if movie_id is not None:
-            return [self.shard(self.shard_of(movie_id)) + f"watching:{movie_id}"]
-        return [self.shard(i) + "watching" for i in range(self.shards)]
-
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -197,7 +54,7 @@ def _mark(at: datetime, event_id: str) -> str:
     return f"{(at - _EPOCH) // timedelta(microseconds=1):016d}|{event_id}"
 
 
-class RedisStore:
+class RedisStore(StoreBase):
     name = "redis"
 
     def __init__(self, url: str, *, session_ttl_s: int, dedupe_ttl_s: int,
@@ -227,6 +84,9 @@ class RedisStore:
                     health_check_interval=10)
         return self._client
 
+    async def connect(self) -> None:
+        await self.ping()  # the client connects on its first command
+
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
@@ -251,7 +111,7 @@ class RedisStore:
                 _mark(e.occurred_at, e.event_id)))
         if not by_shard:
             return 0
-        results = await self._per_shard(_SESSIONS, {
+        results = await self._per_shard(SESSIONS, {
             shard: (self.session_ttl_s, self.dedupe_ttl_s, orjson.dumps(rows))
             for shard, rows in by_shard.items()})
         watched = {movie.decode(): float(score)
@@ -270,7 +130,7 @@ class RedisStore:
             by_shard.setdefault(self.keys.shard_of(e.event_id), []).append((e.event_id, e.TYPE))
         if not by_shard:
             return 0
-        counted = await self._per_shard(_COUNT, {
+        counted = await self._per_shard(COUNT, {
             shard: (self.dedupe_ttl_s, orjson.dumps(pairs)) for shard, pairs in by_shard.items()})
         return sum(int(n) for n in counted)
 
@@ -361,6 +221,11 @@ class RedisStore:
             values = await self.client.mget(list(keys))  # type: ignore[assignment]  # bytes: no decode_responses
         return values
 
+    async def cached_titles(self, movie_ids: Sequence[str]) -> Dict[str, Optional[dict]]:
+        """Titles in the read-through cache (None where not cached), one MGET."""
+        found = await self.get_many([self.keys.catalog(m) for m in movie_ids])
+        return {m: None if raw is None else orjson.loads(raw) for m, raw in zip(movie_ids, found)}
+
     async def cache_titles(self, docs: Mapping[str, dict]) -> None:
         """Put titles in the read-through cache, one pipeline."""
         async with self.client.pipeline(transaction=False) as pipe:
@@ -372,12 +237,11 @@ class RedisStore:
     async def cached_title(self, movie_id: str,
                            load: Callable[[str], Awaitable[Optional[dict]]]) -> Optional[dict]:
         """Read-through cache: Redis first, else ``load`` and remember it."""
-        key = self.keys.catalog(movie_id)
-        cached = await self.client.get(key)
+        cached = await self.client.get(self.keys.catalog(movie_id))
         if cached is not None:
             hit: dict = orjson.loads(cached)
             return hit
         doc = await load(movie_id)
         if doc is not None:
-            await self.client.set(key, orjson.dumps(doc, default=str), ex=self.cache_ttl_s)
+            await self.cache_titles({movie_id: doc})
         return doc

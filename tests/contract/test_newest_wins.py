@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamapp.codec import decode, version
-from streamapp.stores.postgres import _newest_per, _profiles
+from streamapp.stores.postgres_accounts import _newest_per, _profiles
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 

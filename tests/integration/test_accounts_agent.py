@@ -51,7 +51,7 @@ async def test_profile_updates_keep_the_last_value_of_each_field(app):
     merged per user, each field taking the newest value (equal times: the
     greater event_id)."""
     from agents.accounts import accounts
-    from streamapp.stores.postgres import _profiles
+    from streamapp.stores.postgres_accounts import _profiles
 
     later = NOW.replace(hour=1)
     signup = r.UserRegistered(event_id=_id(31), occurred_at=NOW, user_id="ud1",

@@ -36,7 +36,8 @@ def _title(movie_id, **extra):
 
 
 async def test_ratings_are_stored_once_counted_and_mirrored(app):
-    from agents.ratings import flush_title_aggregates, ratings
+    from agents.ratings import ratings
+    from streamapp.projections import projections
     from tables.ratings import hopping_count, tumbling_count
 
     movie = "mu-rated"
@@ -53,7 +54,7 @@ async def test_ratings_are_stored_once_counted_and_mirrored(app):
                                        movie) == 3
         assert await wait_until(stored, timeout=20, interval=0.2)
         await asyncio.sleep(0.5)
-    assert await flush_title_aggregates() >= 1  # the worker runs this on a timer
+    assert await projections.flush_aggregates() >= 1  # the worker runs this on a timer
     doc = (await stores.mongo.titles([movie]))[movie]
     assert doc["ratings"] == {"count": 3, "sum": 24, "avg": 8.0}
     assert await stores.postgres.title_totals([movie]) == {movie: (3, 24)}  # the duplicate once
@@ -145,7 +146,7 @@ async def test_catalog_upsert_lands_in_mongodb_and_refreshes_the_cache(app):
 async def test_a_title_moves_between_genre_boards_when_its_genres_change(app):
     from agents.catalog import catalog
     from agents.ratings import ratings
-    from tables.ratings import mirror_boards
+    from streamapp.projections import projections
 
     movie = f"mu-genre-{uuid.uuid4().hex[:6]}"
 
@@ -170,13 +171,13 @@ async def test_a_title_moves_between_genre_boards_when_its_genres_change(app):
             return (await stores.postgres.title_totals([movie]))[movie] == (1, 9)
         assert await wait_until(stored, timeout=20, interval=0.2)
         await asyncio.sleep(0.3)
-    await mirror_boards()  # the worker runs it on a timer
+    await projections.flush_boards()  # the worker runs it on a timer
     assert await stores.redis.client.zscore(stores.redis.keys.genre("drama"), movie) == 1
 
     moved = _title(movie)
     moved.genres = ["comedy"]
     await catalogued(moved)
-    await mirror_boards()
+    await projections.flush_boards()
     assert await stores.redis.client.zscore(stores.redis.keys.genre("comedy"), movie) == 1
     assert await stores.redis.client.zscore(stores.redis.keys.genre("drama"), movie) is None
 
