@@ -22,25 +22,24 @@ import asyncio
 import hashlib
 import logging
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import (CommitFailedError, IllegalGenerationError, RebalanceInProgressError,
-                             UnknownMemberIdError)
+from aiokafka.errors import CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError
 
 from . import metrics
 from .codec import Rejection, decode
 from .config import Settings, settings
 from .connections import kafka_client_options
-from .masking import (_FIELD_NAMES, email_hash, mask, scrub,  # noqa: F401  (re-exported)
-                      scrub_detail)
+from .masking import _FIELD_NAMES, email_hash, mask, scrub, scrub_detail  # noqa: F401  (re-exported)
 from .records import Event
 from .stores.audit import AuditStore
 from .stores.retry import RetryPolicy, RetryStopped
 from .topics import STREAMS
 
 log = logging.getLogger(__name__)
+
 
 def event_doc(event: Event, stream: str, cfg: Settings = settings) -> Dict[str, Any]:
     body = event.to_wire()
@@ -92,9 +91,16 @@ def deadletter_doc(value: Optional[bytes], headers: Dict[str, str], cfg: Setting
     }
 
 
-def outcome_docs(value: bytes) -> Iterable[Dict[str, Any]]:
-    """One document per event named in an outcome message."""
-    body = orjson.loads(value)
+def outcome_docs(value: Optional[bytes]) -> Iterable[Dict[str, Any]]:
+    """One document per event named in an outcome message; none for a record
+    that is no outcome (a tombstone, bytes that are not a JSON object with a
+    status), which must not stop S3: anyone with write access can send one."""
+    try:
+        body = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict) or "status" not in body:
+        return
     at = _parse_time(body.get("at")) or datetime.now(timezone.utc)
     for event_id, occurred_at, event_type in body.get("events", []):
         if not event_id:
@@ -115,7 +121,8 @@ def _parse_time(text: Optional[str]) -> Optional[datetime]:
         return None
 
 
-def docs_for(topic: str, value: Optional[bytes], headers, cfg: Settings = settings) -> List[dict]:
+def docs_for(topic: str, value: Optional[bytes], headers: Iterable[Tuple[str, bytes]],
+             cfg: Settings = settings) -> List[dict]:
     """Audit documents for one Kafka record of any of our topics."""
     name = topic.rsplit(".", 1)[-1]
     if name == "outcomes":
