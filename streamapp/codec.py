@@ -21,12 +21,38 @@ from typing import Any, Callable, Dict, Optional, Tuple, Type, Union
 
 import orjson
 
-from .limits import (  # noqa: F401
-    EARLIEST, EVENT_ID_PATTERN, ID_FIELDS, ID_PATTERN, MAX_FUTURE, MAX_INT, MAX_LENGTHS,
-    MAX_LIST, MAX_PAYLOAD_BYTES, MAX_STRING, PATTERNS, PLANS, RANGES, SCHEMA_VERSIONS,
-    TIMESTAMP_PATTERN, has_card_number, limit_rows)
+from .limits import (
+    EARLIEST,
+    EVENT_ID_PATTERN,
+    ID_FIELDS,
+    ID_PATTERN,
+    MAX_FUTURE,
+    MAX_INT,
+    MAX_LENGTHS,
+    MAX_LIST,
+    MAX_PAYLOAD_BYTES,
+    MAX_STRING,
+    PATTERNS,
+    PLANS,
+    RANGES,
+    SCHEMA_VERSIONS,
+    TIMESTAMP_PATTERN,
+    has_card_number,
+    limit_rows,
+)
 from .records import EVENT_TYPES, Event
-from .wire import encode, key_of, partition_key, version  # noqa: F401  (re-exported)
+from .wire import encode, key_of, partition_key, version
+
+#: The decoder's names, and what it re-exports from ``limits``, ``records``
+#: and ``wire`` (imported from here by the stores, agents, simulator and tests).
+__all__ = [
+    "Check", "Rejection", "canonical_event_id", "decode",
+    "EARLIEST", "EVENT_ID_PATTERN", "ID_FIELDS", "ID_PATTERN", "MAX_FUTURE", "MAX_INT",
+    "MAX_LENGTHS", "MAX_LIST", "MAX_PAYLOAD_BYTES", "MAX_STRING", "PATTERNS", "PLANS", "RANGES",
+    "SCHEMA_VERSIONS", "TIMESTAMP_PATTERN", "has_card_number", "limit_rows",
+    "EVENT_TYPES", "Event",
+    "encode", "key_of", "partition_key", "version",
+]
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
@@ -133,7 +159,7 @@ def _build(cls: Type[Event], data: Dict[str, Any]) -> Event:
         if version_ not in SCHEMA_VERSIONS:
             raise _Invalid("unsupported_version",
                            f"schema_version must be one of {sorted(SCHEMA_VERSIONS)}")
-    event = _record(cls, data)
+    event: Event = _record(cls, data)
     _check_rules(event)
     return event
 
@@ -143,7 +169,7 @@ def _build(cls: Type[Event], data: Dict[str, Any]) -> Event:
 Check = Callable[[Any], Any]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _plan(cls: type) -> Tuple[Tuple[str, Check, bool, Any], ...]:
     """(field, check, has default, default) for each field of a record class.
 
@@ -152,9 +178,10 @@ def _plan(cls: type) -> Tuple[Tuple[str, Check, bool, Any], ...]:
     built once from its hints.
     """
     hints = typing.get_type_hints(cls)
-    defaults = cls._options.defaults
+    options = cls._options  # type: ignore[attr-defined]  # set by faust.Record
+    defaults = options.defaults
     return tuple((name, _check_for(name, hints[name]), name in defaults, defaults.get(name))
-                 for name in cls._options.fields)
+                 for name in options.fields)
 
 
 def _record(cls: type, data: Dict[str, Any]) -> Any:
@@ -174,7 +201,7 @@ def _record(cls: type, data: Dict[str, Any]) -> Any:
             values[name] = default
         else:
             values[name] = check(value)
-    record = cls.__new__(cls)
+    record: Any = object.__new__(cls)
     record.__dict__.update(values)
     record.__evaluated_fields__ = set()
     return record

@@ -42,5 +42,5 @@ def key_of(event: Event) -> bytes:
 
 def partition_key(event: Event) -> str:
     if event.TYPE.startswith(("rating.", "title.")):
-        return event.movie_id
-    return event.user_id
+        return str(event.movie_id)
+    return str(event.user_id)

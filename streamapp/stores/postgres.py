@@ -14,13 +14,13 @@ import asyncio
 import logging
 from collections import defaultdict
 from importlib import resources
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import asyncpg
 
 from ..records import Event
 from .base import StoreBase
-from .postgres_accounts import apply_accounts, claim, columns, infer_users
+from .postgres_accounts import Conn, apply_accounts, claim, columns, infer_users
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class PostgresStore(StoreBase):
 
     async def ping(self) -> bool:
         pool = await self.pool()
-        return await pool.fetchval("SELECT 1") == 1
+        return bool(await pool.fetchval("SELECT 1") == 1)
 
     async def write_accounts(self, events: Sequence[Event]) -> int:
         """Apply account events once each; returns how many were new.
@@ -137,7 +137,8 @@ class PostgresStore(StoreBase):
         return {movie: found.get(movie, (0, 0)) for movie in movie_ids}
 
 
-async def _totals(db, movie_ids: Optional[Sequence[str]] = None) -> Dict[str, Tuple[int, int]]:
+async def _totals(db: Union[Conn, asyncpg.Pool],
+                  movie_ids: Optional[Sequence[str]] = None) -> Dict[str, Tuple[int, int]]:
     """(votes, score_sum) per title from ``title_rating_totals`` (a pool or a connection)."""
     query = "SELECT movie_id, votes, score_sum FROM title_rating_totals"
     if movie_ids is None:
@@ -160,7 +161,7 @@ class SchemaNotReady(RuntimeError):
     worker started before ``python -m streamapp.migrate`` waits for it."""
 
 
-async def check_schema(conn: asyncpg.Connection) -> None:
+async def check_schema(conn: Conn) -> None:
     """Fail clearly unless every migration of this code base has been applied."""
     if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
         done: set = set()
@@ -174,7 +175,7 @@ async def check_schema(conn: asyncpg.Connection) -> None:
             f"(POSTGRES_MIGRATE_DSN is set): run `python -m streamapp.migrate` first")
 
 
-async def migrate(conn: asyncpg.Connection) -> List[str]:
+async def migrate(conn: Conn) -> List[str]:
     """Apply the SQL files in ``migrations/`` that this database has not seen."""
     applied: List[str] = []
     async with conn.transaction():

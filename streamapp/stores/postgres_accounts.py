@@ -5,12 +5,15 @@ set-based statement per kind of change, "newest wins" throughout
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple, Union
 
 import asyncpg
 
 from ..codec import version
 from ..records import Event
+
+#: A connection of its own or one lent by the pool.
+Conn = Union[asyncpg.Connection, asyncpg.pool.PoolConnectionProxy]
 
 #: A batch's fresh account events by event type.
 ByType = Dict[str, List[Event]]
@@ -21,7 +24,7 @@ def columns(events: Iterable[Event], *names: str) -> List[list]:
     return [[getattr(e, n) for e in events] for n in names]
 
 
-async def claim(conn: asyncpg.Connection, events: Sequence[Event]) -> List[Event]:
+async def claim(conn: Conn, events: Sequence[Event]) -> List[Event]:
     """Record events in the ledger; return those not applied before, in order."""
     rows = await conn.fetch(
         """INSERT INTO applied_events (event_id, event_type, subject_id, occurred_at)
@@ -59,7 +62,7 @@ def _newest_per(events: Iterable[Event], *key_fields: str) -> List[Tuple[str, Ev
     return list(newest.values())
 
 
-async def infer_users(conn, user_ids: set, events: Sequence[Event]) -> None:
+async def infer_users(conn: Conn, user_ids: set, events: Sequence[Event]) -> None:
     """Create placeholder users that events refer to before their sign-up arrives."""
     if not user_ids:
         return
@@ -131,7 +134,7 @@ _UPSERT_PROFILES = f"""
     updated_at = GREATEST(u.updated_at, EXCLUDED.updated_at)"""
 
 
-async def apply_accounts(conn: asyncpg.Connection, events: List[Event]) -> None:
+async def apply_accounts(conn: Conn, events: List[Event]) -> None:
     """Apply fresh account events, one statement per kind.
 
     Whatever a later event replaces (a profile field, a subscription's plan,
@@ -152,7 +155,7 @@ async def apply_accounts(conn: asyncpg.Connection, events: List[Event]) -> None:
     await _set_preferences(conn, by_type)
 
 
-async def _upsert_profiles(conn: asyncpg.Connection, by_type: ByType) -> None:
+async def _upsert_profiles(conn: Conn, by_type: ByType) -> None:
     """Sign-ups and profile updates: each field takes its newest value."""
     profiles = _profiles(by_type["user.registered"] + by_type["user.updated"])
     if profiles:
@@ -160,7 +163,7 @@ async def _upsert_profiles(conn: asyncpg.Connection, by_type: ByType) -> None:
                            *[[row[i] for row in profiles] for i in range(11)])
 
 
-async def _start_subscriptions(conn: asyncpg.Connection, by_type: ByType) -> None:
+async def _start_subscriptions(conn: Conn, by_type: ByType) -> None:
     """Started subscriptions, and placeholders for those that other events
     refer to before their start arrives."""
     started = _newest_per(by_type["subscription.started"], "subscription_id")
@@ -202,7 +205,7 @@ async def _start_subscriptions(conn: asyncpg.Connection, by_type: ByType) -> Non
             *columns(inferred, "subscription_id", "user_id", "occurred_at"))
 
 
-async def _change_subscriptions(conn: asyncpg.Connection, by_type: ByType) -> None:
+async def _change_subscriptions(conn: Conn, by_type: ByType) -> None:
     """Plan changes, newest wins."""
     changed = _newest_per(by_type["subscription.changed"], "subscription_id")
     if changed:
@@ -219,7 +222,7 @@ async def _change_subscriptions(conn: asyncpg.Connection, by_type: ByType) -> No
                       "currency", "occurred_at"), [v for v, _ in changed])
 
 
-async def _cancel_subscriptions(conn: asyncpg.Connection, by_type: ByType) -> None:
+async def _cancel_subscriptions(conn: Conn, by_type: ByType) -> None:
     """Cancellations, newest reason and time win."""
     cancelled = _newest_per(by_type["subscription.cancelled"], "subscription_id")
     if cancelled:
@@ -238,7 +241,7 @@ async def _cancel_subscriptions(conn: asyncpg.Connection, by_type: ByType) -> No
             [v for v, _ in cancelled])
 
 
-async def _insert_payments(conn: asyncpg.Connection, by_type: ByType) -> None:
+async def _insert_payments(conn: Conn, by_type: ByType) -> None:
     """Payments, once each by ``payment_id``."""
     payments = by_type["payment.processed"] + by_type["payment.failed"]
     if payments:
@@ -261,7 +264,7 @@ async def _insert_payments(conn: asyncpg.Connection, by_type: ByType) -> None:
             [e.occurred_at for e in payments])
 
 
-async def _set_preferences(conn: asyncpg.Connection, by_type: ByType) -> None:
+async def _set_preferences(conn: Conn, by_type: ByType) -> None:
     """Preferences, newest wins per (user, key)."""
     prefs = _newest_per(by_type["preference.set"], "user_id", "key")
     if prefs:

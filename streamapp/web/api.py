@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import Any, Awaitable, ClassVar, Dict, FrozenSet, Mapping, Optional
+from typing import Any, Awaitable, ClassVar, Dict, FrozenSet, Optional
 
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
@@ -35,7 +35,7 @@ class StoreUnavailable(Exception):
         self.detail = redact(f"{type(exc).__name__}: {exc}")[:300] if str(exc) else type(exc).__name__
 
 
-async def from_store(store: str, call: Awaitable, timeout: float = STORE_TIMEOUT_S):
+async def from_store(store: str, call: Awaitable[Any], timeout: float = STORE_TIMEOUT_S) -> Any:
     """Await a store call; failures and timeouts become ``StoreUnavailable``."""
     try:
         return await asyncio.wait_for(call, timeout)
@@ -47,7 +47,7 @@ def iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def plain(row: Mapping[str, Any]) -> Dict[str, Any]:
+def plain(row: Any) -> Dict[str, Any]:  # a Mapping or an asyncpg.Record
     """A database row as JSON-ready values (datetimes as ISO strings)."""
     return {k: iso(v) for k, v in row.items()}
 
@@ -81,12 +81,14 @@ class ApiView(View):
         except NotFound as exc:
             return self.error(404, str(exc))
         except StoreUnavailable as exc:
-            log.warning("%s %s: %s (%s)", request.method, request.path, exc, exc.detail)
+            log.warning("%s %s: %s (%s)", request.method,
+                        request.path, exc, exc.detail)  # type: ignore[attr-defined]  # aiohttp's Request
             return self.error(503, str(exc), store=exc.store, detail=exc.detail)
         except WebError:
             raise  # Faust answers these itself (e.g. 503 while partitions move)
         except Exception:
-            log.exception("%s %s failed", request.method, request.path)
+            log.exception("%s %s failed", request.method,
+                          request.path)  # type: ignore[attr-defined]  # aiohttp's Request
             return self.error(500, "internal error")
         response.headers["Cache-Control"] = "no-store"
         return response

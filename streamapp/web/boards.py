@@ -46,7 +46,7 @@ class LeaderboardView(ApiView):
             key = stores.redis.keys.genre(genre)
             body["genre"] = genre
         else:
-            key = BOARDS[board]
+            key = str(BOARDS[board or "rated"])  # not "window": handled above
         rows = await from_store("redis", stores.redis.top(key, n))
         names = await title_names([movie_id for movie_id, _ in rows])
         body["entries"] = [

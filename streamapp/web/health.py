@@ -26,7 +26,7 @@ async def _probe(name: str, ping: Callable[[], Awaitable[bool]]) -> Dict[str, An
     try:
         ok = bool(await asyncio.wait_for(ping(), PING_TIMEOUT_S))
         result: Dict[str, Any] = {"ok": ok}
-    except asyncio.TimeoutError:
+    except TimeoutError:
         result = {"ok": False, "error": f"no answer in {PING_TIMEOUT_S}s"}
     except Exception as exc:  # any failure means "not reachable", never a 500
         result = {"ok": False, "error": redact(f"{type(exc).__name__}: {exc}")[:300]}
@@ -92,7 +92,9 @@ async def consumer_lag(workers: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 async def live_workers() -> List[Dict[str, Any]]:
-    return await from_store("redis", deployment.workers(), timeout=PING_TIMEOUT_S)
+    workers: List[Dict[str, Any]] = await from_store("redis", deployment.workers(),
+                                                     timeout=PING_TIMEOUT_S)
+    return workers
 
 
 class HealthView(ApiView):

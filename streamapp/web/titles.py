@@ -40,7 +40,8 @@ def title_doc(doc: Mapping[str, Any]) -> Dict[str, Any]:
     """A MongoDB title as JSON: ``_id`` as ``movie_id``, datetimes as ISO."""
     out = dict(doc)
     out["movie_id"] = out.pop("_id")
-    return orjson.loads(orjson.dumps(out, default=str))
+    json_doc: Dict[str, Any] = orjson.loads(orjson.dumps(out, default=str))
+    return json_doc
 
 
 async def load_title(movie_id: str) -> Optional[Dict[str, Any]]:
@@ -132,14 +133,15 @@ class TitleView(ApiView):
                 "partition moving: the worker this came from and this one both see another owner"))
         try:
             return await self.forward(request, owner)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise StoreUnavailable("worker", exc) from exc
 
     async def forward(self, request: Request, owner: URL) -> Response:
         """Relay the request to the owning worker, marked as forwarded."""
         headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
         headers[FORWARDED_HEADER] = str(app.conf.canonical_url)
-        url = request.url.with_host(owner.host).with_port(owner.port)
+        # A worker's canonical URL always has a host.
+        url = request.url.with_host(owner.host).with_port(owner.port)  # type: ignore[arg-type]
         async with app.http_client.get(url, headers=headers,
                                        timeout=aiohttp.ClientTimeout(total=STORE_TIMEOUT_S)) as reply:
             return self.text(await reply.text(), content_type=reply.content_type,
