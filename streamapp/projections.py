@@ -32,8 +32,17 @@ from typing import Dict, Iterable, List, Mapping, MutableMapping, Set, Tuple
 
 from mode import Service
 
-from tables.ratings import (HOPPING, PANE, TUMBLING, WindowCounts, pane_counts, pane_starts,
-                            rating_counts, tumbling_count, window_start)
+from tables.ratings import (
+    HOPPING,
+    PANE,
+    TUMBLING,
+    WindowCounts,
+    pane_counts,
+    pane_starts,
+    rating_counts,
+    tumbling_count,
+    window_start,
+)
 
 from .app import app, know_partitions
 from .config import settings
@@ -254,7 +263,8 @@ class RatingProjections(Service):
 
 #: The worker's one instance, started with the app (after table recovery).
 projections = RatingProjections()
-app.service(projections)
+# Faust starts an instance as it is (App._prepare_subservice); its hint names classes only.
+app.service(projections)  # type: ignore[arg-type]
 
 
 @rating_counts.table.on_recover

@@ -38,7 +38,7 @@ class RetryPolicy:
     retry_unknown: bool = True
 
     @classmethod
-    def of(cls, cfg: Settings, retry_unknown: bool = True) -> "RetryPolicy":
+    def of(cls, cfg: Settings, retry_unknown: bool = True) -> RetryPolicy:
         return cls(cfg.retry_initial_s, cfg.retry_max_s, retry_unknown)
 
 
@@ -76,7 +76,7 @@ async def retrying(store: str, attempt: Callable[[], Awaitable[T]],
             else:
                 try:
                     await asyncio.wait_for(stop.wait(), delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 else:
                     raise RetryStopped(store) from exc

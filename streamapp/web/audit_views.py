@@ -36,7 +36,7 @@ import orjson
 from faust.web import Request, Response, View
 
 from ..app import app
-from ..audit import mask, scrub_detail
+from ..masking import mask, scrub_detail
 from ..stores import audit_query, stores
 from ..topics import STREAM_OF_TYPE
 from .views import AUDIT_KINDS, ApiView, BadRequest, NotFound, choice, from_store, int_in, iso_time, optional_id

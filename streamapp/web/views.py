@@ -55,8 +55,19 @@ from .api import STORE_TIMEOUT_S, ApiView, NotFound, StoreUnavailable, from_stor
 from .audit_search import AUDIT_KINDS, AuditView
 from .boards import BOARDS, LeaderboardView
 from .health import PING_TIMEOUT_S, REQUIRED_STORES, HealthView, StatsView, store_health
-from .params import (ID_PATTERN, MAX_PARAMS, MAX_QUERY_LENGTH, MAX_VALUE_LENGTH, BadRequest,
-                     check_query, choice, int_in, iso_time, optional_id, valid_id)
+from .params import (
+    ID_PATTERN,
+    MAX_PARAMS,
+    MAX_QUERY_LENGTH,
+    MAX_VALUE_LENGTH,
+    BadRequest,
+    check_query,
+    choice,
+    int_in,
+    iso_time,
+    optional_id,
+    valid_id,
+)
 from .titles import FORWARDED_HEADER, WINDOWS, TitleView, load_title, title_names
 from .users import UserView
 
