@@ -40,7 +40,11 @@ produce a 500.
 Modules: ``params`` (parameter checks), ``api`` (the ``ApiView`` base, store
 calls, JSON conversions), one module per group of views (``titles``,
 ``users``, ``boards``, ``audit_search``, ``health``).  This module registers
-every route in ``ROUTES``: a new view module adds its line there.
+every route in ``ROUTES``: a new view module adds its line there.  The
+dashboard (``dashboard``, ``charts``: ``/api/series/``) and the audit
+explorer (``audit_views``: ``/audit/``, ``/api/audit/search/``,
+``/api/audit/doc/{id}/``) register theirs with ``app.page`` and import
+the shared names from here (``__all__``).
 """
 from __future__ import annotations
 
