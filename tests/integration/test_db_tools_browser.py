@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import ROOT, Worker, isolated_env, reset_stores, simulate, wait_until
+from harness import ROOT, Worker, isolated_env, reset_stores, simulate, url_path, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +29,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
+#: The database name before ``isolated_env`` adds the session tag.
 DB_NAME = "streamapp_test_tools"
 REDIS_DB = 12
 ARTIFACTS = ROOT / "test-artifacts" / "db-tools"
@@ -111,7 +112,8 @@ async def db_tools(tmp_path_factory):
     try:
         await asyncio.to_thread(tools.start_all, started)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        yield {tool.name: tool for tool in started}, {**seeded, "env": env}
+        yield {tool.name: tool for tool in started}, {**seeded, "env": env,
+                                                       "database": url_path(env["POSTGRES_DSN"])}
     finally:
         await asyncio.to_thread(tools.stop_all, started)
     for tool in started:
@@ -161,7 +163,7 @@ async def test_pgadmin_shows_the_users_table(db_tools, browser):
             raise AssertionError(f"pgAdmin's tree did not open {name}")
 
         # Servers > streamapp (pre-registered) > Databases > the app's database > ...
-        for depth, name in enumerate(["Servers", "streamapp", "Databases", DB_NAME,
+        for depth, name in enumerate(["Servers", "streamapp", "Databases", seeded["database"],
                                       "Schemas", "public", "Tables"], 1):
             await expand(depth, name)
         users = node(8, "users")
@@ -189,12 +191,12 @@ async def test_mongo_express_shows_the_movies(db_tools, browser):
                                              "password": me.creds["password"]})
     try:
         page = await context.new_page()
-        response = await page.goto(me.url + f"db/{DB_NAME}/")
+        response = await page.goto(me.url + f"db/{seeded['database']}/")
         assert response.status == 200
         collections = await page.locator("table a[href*='/db/']").all_inner_texts()
         assert "movies" in [c.strip() for c in collections], collections
 
-        response = await page.goto(me.url + f"db/{DB_NAME}/movies")
+        response = await page.goto(me.url + f"db/{seeded['database']}/movies")
         assert response.status == 200
         await page.get_by_text("Viewing Collection: movies").wait_for()
         # "Delete all N documents retrieved": N is the collection's size.
@@ -222,7 +224,13 @@ async def test_redis_commander_shows_the_prefixed_keys(db_tools, browser):
 
         root = page.locator("#keyTree li[aria-level], #keyTree li").first
         await root.wait_for(timeout=20_000)
-        folder = page.locator("#keyTree a.jstree-anchor", has_text=f"{prefix}*")
+        # The prefix is "sa:<run tag>:": open the folders above it ("sa:").
+        parts = prefix.split(":")[:-1]
+        for depth in range(1, len(parts)):
+            item = page.locator(f'#keyTree li[id$=":{":".join(parts[:depth])}:"]')
+            await item.locator("> i.jstree-ocl").click()
+            await item.locator("li").first.wait_for(timeout=20_000)
+        folder = page.locator(f'#keyTree li[id$=":{prefix}"] > a.jstree-anchor')
         await folder.wait_for(timeout=20_000)
         # "sa:* (N)": the keys under the app's prefix. Nothing writes now, but
         # keys with a TTL may expire while the page loads.
