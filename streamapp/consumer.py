@@ -39,9 +39,11 @@ sought the partition back, yet the loop delivers the stale message (which
 the stream skips) and records its offset as read, so the re-fetched events
 up to it are dropped as already read: ``scale_1_3_1`` lost 7 consecutive
 subscription events of a partition its worker kept.  The loop here is
-Faust's, with a check before delivery and before recording the offset that
-the message is still of the current generation and the flow runs; otherwise
-it abandons the batch.
+Faust's, with a check before delivery that the message is of the current
+generation (it waits while the streams resume after the seek: what it
+fetched then is current, and dropping it lost the first events of a new
+partition) and after it that no rebalance interrupted the delivery;
+otherwise it abandons the batch.
 """
 from __future__ import annotations
 
@@ -77,6 +79,28 @@ class SafeAckConsumer(AIOKafkaConsumer):
                 and message.generation_id == self.app.consumer_generation_id)
 
     _ack_counts = _current
+
+    async def _wait_current(self, message: Message) -> bool:
+        """Wait until ``message`` may be delivered; False if it never may.
+
+        Between the seek that ends a rebalance and the streams' resumption,
+        the fetch loop already reads the sought partitions: those events are
+        current and must wait, not be dropped (the fetcher has moved past
+        them and no seek follows).  Events of an older generation were
+        fetched before the seek that repositioned their partition: dropped.
+        Changelog records (acks off) are for table recovery, which runs while
+        the streams are suspended: never held.
+        """
+        generation = self.app.consumer_generation_id
+        if message.generation_id != generation:
+            return False
+        if not self.app.topics.acks_enabled_for(message.topic):
+            return True
+        while not (self.flow_active and self.app.flow_control.is_active()):
+            if self.should_stop or self.app.consumer_generation_id != generation:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     def ack(self, message: Message) -> bool:
         with ack_lock:
@@ -130,7 +154,7 @@ class SafeAckConsumer(AIOKafkaConsumer):
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
         deliver = self._deliver
-        current = self._current
+        wait_current = self._wait_current
 
         yield_every = 100
         num_since_yield = 0
@@ -160,10 +184,11 @@ class SafeAckConsumer(AIOKafkaConsumer):
                                 if self._n_acked >= commit_every:
                                     self._n_acked = 0
                                     await self.commit()
-                            if not current(message):  # changed: a rebalance came
+                            if not await wait_current(message):  # changed: stale
                                 break
                             await deliver(callback, message)
-                            if not current(message):  # changed: not read after all
+                            if (message.generation_id != self.app.consumer_generation_id
+                                    or not self.flow_active):  # changed: not delivered
                                 break
                             set_read_offset(tp, offset)
                     unset_flag(flag_consumer_fetching)

@@ -4,6 +4,8 @@ past an event nobody processed (streamapp/consumer.py says how Faust did).
 The consumer is Faust's own object, built by a real app and never started:
 these are its bookkeeping rules, the part that decides what gets committed.
 """
+import asyncio
+
 import faust
 import pytest
 from faust.types import TP, Message
@@ -87,3 +89,32 @@ def test_nothing_counts_while_streams_are_suspended(consumer):
     consumer.app.flow_control.resume()  # after the seek back to 10
     assert consumer.ack(message(10)) is True
     assert consumer._new_offset(tp) == 11
+
+
+async def test_an_event_fetched_before_the_streams_resume_waits_for_them(consumer):
+    """After the seek, the fetch loop reads before the streams resume: those
+    events are current and wait; dropping them lost a new partition's first
+    events (the fetcher had moved past them, and no seek follows)."""
+    consumer.app.flow_control.suspend()
+    waiting = asyncio.ensure_future(consumer._wait_current(message(0)))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    consumer.app.flow_control.resume()
+    assert await asyncio.wait_for(waiting, 2) is True
+
+
+async def test_a_waiting_event_is_dropped_when_a_rebalance_comes(consumer):
+    consumer.app.flow_control.suspend()
+    waiting = asyncio.ensure_future(consumer._wait_current(message(0)))
+    await asyncio.sleep(0.1)
+    consumer.app.consumer_generation_id = 8  # sought again: it will be read again
+    assert await asyncio.wait_for(waiting, 2) is False
+    assert await consumer._wait_current(message(1, generation=7)) is False
+
+
+async def test_changelog_records_are_never_held(consumer):
+    """Table recovery reads changelogs while the streams are suspended."""
+    consumer.app.flow_control.suspend()
+    consumer.app.topics.acks_enabled_for = lambda topic: topic != "changelog"
+    record = Message("changelog", 0, 0, 0.0, 0, [], b"k", b"v", None, generation_id=7)
+    assert await asyncio.wait_for(consumer._wait_current(record), 1) is True
