@@ -151,12 +151,12 @@ async def test_pgadmin_shows_the_users_table(db_tools, browser):
             auto-opens some), until a child shows."""
             toggle = node(depth, name).locator(".directory-toggle")
             child = page.locator(f'.file-entry[data-depth="{depth + 1}"]').first
-            for _ in range(3):
+            for _ in range(5):  # pgAdmin loads each level lazily; slow on a busy machine
                 await toggle.wait_for(timeout=30_000)
                 if "open" not in (await toggle.get_attribute("class") or ""):
                     await toggle.click()
                 try:
-                    await child.wait_for(timeout=15_000)
+                    await child.wait_for(timeout=20_000)
                     return
                 except Exception:
                     continue
