@@ -10,11 +10,11 @@ partition's committed offset, so the consumer accepts those
 acknowledgements at any offset and ``wait_empty`` commits them: the next
 owner starts after an event nobody stored.
 
-Its commit rule itself stands: it commits the acknowledged run that starts
-at the committed offset, or one past it (a transaction marker takes an
-offset and is never delivered, so the next event may be the first one), and
-agents process a partition in order, so once only processed events are
-acknowledged, the run after the committed offset has no hole.
+Its commit rule lets an acknowledged run start one past the committed
+offset (a transaction marker takes an offset and is never delivered), which
+also commits over one delivered event that was not acknowledged; here that
+is allowed only when Kafka never delivered the committed offset
+(``_new_offset``).
 
 ``SafeAckConsumer`` counts an acknowledgement only for an event fetched in
 the current generation while the flow runs.  Everything else (skipped
@@ -49,13 +49,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator, Set, cast
+from typing import Any, AsyncIterator, Dict, List, Optional, Set, cast
 
 from aiokafka import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, Message
 from faust.types.tuples import ack_lock
+from faust.utils.functional import consecutive_numbers
 from mode import Service
 from mode.utils.futures import notify
 
@@ -121,8 +122,56 @@ class SafeAckConsumer(AIOKafkaConsumer):
                      "again from the committed offsets", new)
         await super().on_partitions_assigned(assigned, generation_id)
 
+    def _new_offset(self, tp: TP) -> Optional[int]:
+        """Faust's, except where the acknowledged run may start.
+
+        Faust commits a run that starts one past the committed offset, for
+        the offset a transaction marker takes (never delivered).  That also
+        commits over one event that *was* delivered and not acknowledged;
+        ``scale_1_3_1`` lost single events of three partitions at a worker's
+        shutdown.  Here the run may start one past only if the first event
+        read since the last seek was that one: the committed offset never
+        came from Kafka.  Otherwise the partition waits (the watchdog asks
+        for a rebalance if it waits for good; the event is read again).
+        """
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        gaps = self._gap[tp]
+        if gaps:  # offsets Kafka skipped count as acknowledged (Faust's rule)
+            top = max(acked)
+            spans = sorted(gaps.overlap(0, top), key=lambda span: span.begin)
+            if spans:
+                filled: List[int] = [o for span in spans for o in range(span.begin, span.end)]
+                acked.extend(filled)
+                gaps.chop(0, max(filled[-1], top + 1))
+        acked.sort()
+        committed = self._committed_offset[tp]
+        if committed is not None and acked[0] > committed:
+            if acked[0] > committed + 1 or self._first_read.get(tp) != committed + 1:
+                return None
+        run = next(consecutive_numbers(acked))
+        del acked[: len(run)]
+        self._acked_index[tp].difference_update(run)
+        return run[-1] + 1
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Per partition, the first offset delivered since its last seek.
+        self._first_read: Dict[TP, int] = {}
+
+    async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
+        for tp in revoked:
+            self._first_read.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        self._first_read.pop(partition, None)
+        await super().seek(partition, offset)
+
     async def perform_seek(self) -> None:
         await super().perform_seek()
+        self._first_read.clear()
         if self.app.conf.consumer_auto_offset_reset != "earliest":
             return
         never = [tp for tp in self.assignment()
@@ -155,6 +204,7 @@ class SafeAckConsumer(AIOKafkaConsumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         deliver = self._deliver
         wait_current = self._wait_current
+        first_read = self._first_read
 
         yield_every = 100
         num_since_yield = 0
@@ -190,6 +240,7 @@ class SafeAckConsumer(AIOKafkaConsumer):
                             if (message.generation_id != self.app.consumer_generation_id
                                     or not self.flow_active):  # changed: not delivered
                                 break
+                            first_read.setdefault(tp, offset)  # changed: see _new_offset
                             set_read_offset(tp, offset)
                     unset_flag(flag_consumer_fetching)
 

@@ -118,3 +118,21 @@ async def test_changelog_records_are_never_held(consumer):
     consumer.app.topics.acks_enabled_for = lambda topic: topic != "changelog"
     record = Message("changelog", 0, 0, 0.0, 0, [], b"k", b"v", None, generation_id=7)
     assert await asyncio.wait_for(consumer._wait_current(record), 1) is True
+
+
+def test_one_past_the_committed_offset_only_when_kafka_never_delivered_it(consumer):
+    """A transaction marker at 10: the first event read after the seek is 11."""
+    consumer._committed_offset[tp] = 10
+    consumer._first_read[tp] = 11
+    consumer.ack(message(11))
+    assert consumer._new_offset(tp) == 12
+
+
+def test_a_delivered_event_is_never_committed_over(consumer):
+    """10 was delivered and not acknowledged: Faust commits 12, skipping it."""
+    consumer._committed_offset[tp] = 10
+    consumer._first_read[tp] = 10
+    consumer.ack(message(11))
+    assert consumer._new_offset(tp) is None
+    consumer.ack(message(10))
+    assert consumer._new_offset(tp) == 12
