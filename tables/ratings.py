@@ -85,6 +85,30 @@ rating_counts = app.Table(
          "a hopping window is a sum of panes.",
 ).tumbling(settings.hopping_step_s, expires=_pane_expires).relative_to_stream()
 
+
+
+def _while_the_changelog_is_created(table: Any) -> None:
+    """Let a table write while its changelog topic is still being created.
+
+    Faust checks once that a table's source topic and changelog have as many
+    partitions, and takes a changelog its consumer's metadata lists with 0
+    partitions (just created by another worker of a new deployment) for a
+    mismatch: ``PartitionsMismatch`` stopped one of two workers starting
+    together (``make bench-scaling``).  0 means "not known yet" here: the
+    check is skipped until the metadata lists the partitions, then made.
+    """
+    verify = table._verify_source_topic_partitions
+
+    def check(source_topic: str) -> None:
+        if table.app.consumer.topic_partitions(table.changelog_topic_name) == 0:
+            return
+        verify(source_topic)
+
+    table._verify_source_topic_partitions = check
+
+
+_while_the_changelog_is_created(rating_counts.table)
+
 #: Window counts a batch changed: (window label, window start) -> {title: count}.
 WindowCounts = Dict[Tuple[str, float], Dict[str, int]]
 
