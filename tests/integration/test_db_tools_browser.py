@@ -20,15 +20,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
 
 from harness import ROOT, Worker, isolated_env, reset_stores, simulate, url_path, wait_until
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 #: The database name before ``isolated_env`` adds the session tag.
 DB_NAME = "streamapp_test_tools"
 REDIS_DB = 12
