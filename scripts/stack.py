@@ -44,6 +44,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 STACK = Path(os.environ.get("STACK_DIR") or REPO / ".stack").resolve()
@@ -1771,11 +1772,16 @@ def main(argv: list[str]) -> int:
         return verb(args.services, profile)
 
 
-if __name__ == "__main__":
+def run_cli(main: Callable[[list[str]], int], prog: str) -> None:
+    """Exit with ``main``'s status; a StackError is one line on stderr, not a trace."""
     try:
         sys.exit(main(sys.argv[1:]))
     except StackError as error:
-        print(f"stack: {error}", file=sys.stderr)
+        print(f"{prog}: {error}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run_cli(main, "stack")
