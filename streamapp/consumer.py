@@ -74,12 +74,18 @@ class SafeAckConsumer(AIOKafkaConsumer):
     discarded_acks: int = 0
     _reported_discards: int = 0
 
-    def _current(self, message: Message) -> bool:
-        """Fetched in this generation, with streams and the consumer flowing."""
-        return (self.flow_active and self.app.flow_control.is_active()
-                and message.generation_id == self.app.consumer_generation_id)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Per partition, the first offset delivered since its last seek.
+        self._first_read: Dict[TP, int] = {}
 
-    _ack_counts = _current
+    def _flowing(self) -> bool:
+        """The consumer and the streams both run (no rebalance or recovery on)."""
+        return self.flow_active and self.app.flow_control.is_active()
+
+    def _ack_counts(self, message: Message) -> bool:
+        """Fetched in this generation, acknowledged while everything flows."""
+        return self._flowing() and message.generation_id == self.app.consumer_generation_id
 
     async def _wait_current(self, message: Message) -> bool:
         """Wait until ``message`` may be delivered; False if it never may.
@@ -97,7 +103,7 @@ class SafeAckConsumer(AIOKafkaConsumer):
             return False
         if not self.app.topics.acks_enabled_for(message.topic):
             return True
-        while not (self.flow_active and self.app.flow_control.is_active()):
+        while not self._flowing():
             if self.should_stop or self.app.consumer_generation_id != generation:
                 return False
             await asyncio.sleep(0.05)
@@ -154,11 +160,6 @@ class SafeAckConsumer(AIOKafkaConsumer):
         del acked[: len(run)]
         self._acked_index[tp].difference_update(run)
         return run[-1] + 1
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: Per partition, the first offset delivered since its last seek.
-        self._first_read: Dict[TP, int] = {}
 
     async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
         for tp in revoked:
