@@ -27,13 +27,30 @@ Updates are idempotent by construction where they can be (``HSET`` of a
 newer state, ``ZADD GT``, ``ZREM``, absolute ``ZADD``); the few increments
 run only when the event's claim is new, so a replayed event adds nothing.
 
+On a cluster, pipelines of durable writes wait for a replica to hold them
+(``redis_replicas``); the catalog cache does not (it is refilled from
+MongoDB).
+
 The key layout is in ``redis_keys``, the Lua scripts in ``redis_scripts``.
 """
 from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union, cast
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    cast,
+)
 
 import orjson
 import redis.asyncio as aioredis
@@ -42,11 +59,13 @@ from redis.asyncio.cluster import RedisCluster
 from ..records import Event
 from .base import StoreBase
 from .redis_keys import DEFAULT_PREFIX, Keys
+from .redis_replicas import ReplicaAcks
 from .redis_scripts import COUNT, SESSIONS
 
 Client = Union[aioredis.Redis, RedisCluster]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
 
 
 def _mark(at: datetime, event_id: str) -> str:
@@ -67,6 +86,7 @@ class RedisStore(StoreBase):
         self.session_ttl_s = session_ttl_s
         self.dedupe_ttl_s = dedupe_ttl_s
         self.cache_ttl_s = cache_ttl_s
+        self._replicas = ReplicaAcks()
 
     @property
     def client(self) -> Client:
@@ -83,6 +103,10 @@ class RedisStore(StoreBase):
                     self._url, socket_timeout=5, socket_connect_timeout=3,
                     health_check_interval=10)
         return self._client
+
+    def _durable(self, keys: Iterable[str], results: Optional[List[Any]] = None) -> Any:
+        """A pipeline of durable writes to ``keys``, replicated on a cluster (``redis_replicas``)."""
+        return self._replicas.pipeline(self.client, keys, results)
 
     async def connect(self) -> None:
         await self.ping()  # the client connects on its first command
@@ -120,7 +144,8 @@ class RedisStore(StoreBase):
             # Each title's count lives in one shard, so the shard's count is
             # the title's: GT keeps the board right in any order, and a
             # replayed batch re-mirrors what a crash may have left out.
-            await self.client.zadd(self.keys.most_watched, watched, gt=True)
+            async with self._durable([self.keys.most_watched]) as pipe:
+                pipe.zadd(self.keys.most_watched, watched, gt=True)
         return len(events)
 
     async def count_events(self, events: Sequence[Event]) -> int:
@@ -142,11 +167,12 @@ class RedisStore(StoreBase):
         redis-py's cluster client fails concurrent first calls of a script;
         the server caches the compiled script either way.
         """
-        async with self.client.pipeline(transaction=False) as pipe:
+        results: List[Any] = []
+        async with self._durable([self.keys.counts(shard) for shard in args], results) as pipe:
             for shard, rest in args.items():
                 pipe.execute_command("EVAL", script, 1, self.keys.counts(shard),
                                      self.keys.shard(shard), *rest)
-            return await pipe.execute()
+        return results
 
     async def counts(self) -> Dict[str, int]:
         """Events counted once each, per type, and watched_seconds: summed over the shards."""
@@ -188,7 +214,9 @@ class RedisStore(StoreBase):
         ``remove`` takes members off boards they no longer belong on, and each
         board in ``unions`` is rebuilt as the sum of its source boards (which
         share its hash tag)."""
-        async with self.client.pipeline(transaction=False) as pipe:
+        written = [*(remove or {}), *(key for key, board in scores.items() if board),
+                   *(unions or {})]
+        async with self._durable(written) as pipe:
             for key, members in (remove or {}).items():
                 pipe.zrem(key, *members)
             for key, board in scores.items():
@@ -200,7 +228,6 @@ class RedisStore(StoreBase):
                 pipe.zunionstore(key, sources)
                 if key in expire_s:
                     pipe.expire(key, expire_s[key])
-            await pipe.execute()
 
     async def top(self, key: str, n: int = 10) -> List[Tuple[str, float]]:
         rows = cast(List[Tuple[bytes, float]],

@@ -125,3 +125,43 @@ async def test_boards_and_cache_work_across_slots(store):
                        {p: 60 for p in panes}, unions={hour: panes})
     assert await store.top(hour) == [("a", 3.0), ("b", 1.0)]
     assert await store.rank(store.keys.rated_all, "b") == 2
+
+
+@pytest.mark.skipif(not os.environ.get("TEST_REDIS_CLUSTER_URL"), reason="no Redis Cluster up")
+async def test_cluster_writes_are_held_by_a_replica_before_they_count(caplog):
+    """A board write returns only once the master's replica holds it; with the
+    replica stopped it waits ``REPLICA_WAIT_MS`` and says the write is alone."""
+    import signal
+    import time
+
+    import redis.asyncio as aioredis
+
+    from streamapp.stores.redis_replicas import REPLICA_WAIT_MS
+
+    tag = f"r{uuid.uuid4().hex[:8]}:"
+    s = RedisStore(os.environ["TEST_REDIS_CLUSTER_URL"], cluster=True, prefix=tag,
+                   session_ttl_s=3600, dedupe_ttl_s=3600, cache_ttl_s=60)
+    board = s.keys.rated_all
+    await s.mirror({board: {"m1": 1}}, {})
+    master = s.client.get_node_from_key(board)
+    info = await s.client.info("replication", target_nodes=master)
+    replica = aioredis.Redis(host=info["slave0"]["ip"], port=int(info["slave0"]["port"]))
+    pid = int((await replica.info("server"))["process_id"])
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            await s.mirror({board: {"m1": 2}}, {})
+            waited = time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert waited >= REPLICA_WAIT_MS / 1000 * 0.9
+        assert "no replica held" in caplog.text
+
+        await s.mirror({board: {"m1": 3}}, {})
+        await replica.execute_command("READONLY")
+        assert await replica.zscore(board, "m1") == 3
+    finally:
+        await s.client.delete(board)
+        await replica.aclose()
+        await s.close()
