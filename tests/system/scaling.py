@@ -175,11 +175,13 @@ async def broker_kill_pass(rate: float, seconds: float) -> dict:
         try:
             from streamapp.tally import tally
             for _ in range(600):
-                if not expected_vs_tally(summary, await tally(stores, cfg)):
+                diffs = expected_vs_tally(summary, await tally(stores, cfg))
+                if not diffs:
                     break
                 await asyncio.sleep(0.5)
             else:
-                raise RuntimeError("broker_kill: stores never equalled the summary")
+                raise RuntimeError(f"broker_kill: stores never equalled the summary: {diffs}"
+                                   f" (logs in {WORK})")
             pool = await stores.postgres.pool()
             rows = await pool.fetch(
                 "SELECT extract(epoch FROM e.occurred_at)::float8 AS at,"
