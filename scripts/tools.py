@@ -37,11 +37,12 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import stack  # noqa: E402  (process bookkeeping shared with the service stack)
-from stack import BIND_HOST, StackError, port_open, proc_cmdline, tail  # noqa: E402
+# Process bookkeeping and installs shared with the service stack (scripts/servers/).
+from servers import install as stack_install  # noqa: E402
+from servers.common import BIND_HOST, REPO, STACK, StackError, port_open, run_cli  # noqa: E402
+from servers.process import Server, proc_cmdline, tail  # noqa: E402
 
-REPO = stack.REPO
-TOOLS = stack.STACK / "tools"           # installs: pgadmin-venv/, node_modules/
+TOOLS = STACK / "tools"           # installs: pgadmin-venv/, node_modules/
 NPM_SPEC = REPO / "scripts" / "tools-npm"  # package.json + package-lock.json (pinned)
 PGADMIN_VERSION = "9.18"
 PYTHON = os.environ.get("PYTHON", "python3.11")
@@ -84,16 +85,16 @@ def install_pgadmin() -> None:
     say(f"installing pgadmin4=={PGADMIN_VERSION} into {TOOLS / 'pgadmin-venv'} (about 30 s)")
     started = time.monotonic()
     python = shutil.which(PYTHON) or sys.executable
-    stack.run([python, "-m", "venv", "--clear", str(TOOLS / "pgadmin-venv")])
+    stack_install.run([python, "-m", "venv", "--clear", str(TOOLS / "pgadmin-venv")])
     pip = [str(pgadmin_python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    stack.run([*pip, "--upgrade", "pip"])
-    stack.run([*pip, f"pgadmin4=={PGADMIN_VERSION}"])
+    stack_install.run([*pip, "--upgrade", "pip"])
+    stack_install.run([*pip, f"pgadmin4=={PGADMIN_VERSION}"])
     marker.write_text(PGADMIN_VERSION + "\n")
     say(f"pgadmin4 installed in {time.monotonic() - started:.0f} s")
 
 
 def node() -> str:
-    return stack.tool("node", "nodejs")
+    return stack_install.tool("node", "nodejs")
 
 
 def install_npm_tools() -> None:
@@ -102,7 +103,7 @@ def install_npm_tools() -> None:
     marker = TOOLS / "node_modules" / ".streamapp-lock-sha256"
     if marker.exists() and marker.read_text().strip() == spec:
         return
-    npm = stack.tool("npm", "npm")
+    npm = stack_install.tool("npm", "npm")
     node()
     say(f"installing mongo-express and redis-commander into {TOOLS / 'node_modules'} (npm ci)")
     started = time.monotonic()
@@ -111,7 +112,7 @@ def install_npm_tools() -> None:
         shutil.copy(NPM_SPEC / name, TOOLS / name)
     # Install scripts stay off: none of these packages needs one (bcrypt is an
     # optional speed-up of redis-commander's password hashing; bcryptjs stands in).
-    stack.run([npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=TOOLS)
+    stack_install.run([npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=TOOLS)
     marker.write_text(spec + "\n")
     say(f"npm packages installed in {time.monotonic() - started:.0f} s")
 
@@ -159,7 +160,7 @@ def connections(env: dict[str, str] | None = None) -> dict[str, str]:
 # ------------------------------------------------------------------------ tools
 
 
-class Tool(stack.Server):
+class Tool(Server):
     """One web UI: a process started detached, with its own env, state dir and pid file."""
 
     start_timeout = 90.0
@@ -315,21 +316,21 @@ class PgAdmin(Tool):
             "SHOW_GRAVATAR_IMAGE = False  # no network: no avatar requests\n")
         env = {**os.environ, **self.environment()}
         setup = [str(pgadmin_python()), str(pgadmin_package() / "setup.py")]
-        stack.run([*setup, "setup-db"], env=env, cwd=self.data)  # creates the login user once
+        stack_install.run([*setup, "setup-db"], env=env, cwd=self.data)  # creates the login user once
         # The login may have changed since the first start: update or add it.
         login = hashlib.sha256(f"{self.creds['email']}\0{self.creds['password']}".encode()).hexdigest()
         applied = self.data / "login.sha256"
         if not applied.exists() or applied.read_text().strip() != login:
-            result = stack.run([*setup, "update-user", self.creds["email"], "--admin", "--password",
-                                self.creds["password"]], env=env, cwd=self.data)
+            result = stack_install.run([*setup, "update-user", self.creds["email"], "--admin", "--password",
+                                        self.creds["password"]], env=env, cwd=self.data)
             if "not found" in result.stdout.lower():
-                stack.run([*setup, "add-user", self.creds["email"], self.creds["password"], "--admin"],
-                          env=env, cwd=self.data)
+                stack_install.run([*setup, "add-user", self.creds["email"], self.creds["password"], "--admin"],
+                                  env=env, cwd=self.data)
             applied.write_text(login + "\n")
         servers = self.data / "servers.json"
         servers.write_text(json.dumps(self.servers_json(), indent=2))
-        result = stack.run([*setup, "load-servers", str(servers), "--user", self.creds["email"],
-                            "--replace"], env=env, cwd=self.data)
+        result = stack_install.run([*setup, "load-servers", str(servers), "--user", self.creds["email"],
+                                    "--replace"], env=env, cwd=self.data)
         if "error" in result.stdout.lower():
             raise StackError(f"pgadmin: load-servers failed:\n{result.stdout}")
 
@@ -542,4 +543,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    stack.run_cli(main, "tools")
+    run_cli(main, "tools")

@@ -1,0 +1,62 @@
+"""Pass 2, the pass-through: a real Faust worker on the same topics, batching, no work."""
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Dict
+
+from tests.system.bench.common import Timeline, faust_ready_at, free_port
+from tests.system.bench.measure import CpuAccount, Sampler
+from tests.system.bench.numbers import cumulative, summarise_progress
+from tests.system.bench.procs import Process
+
+
+def read_progress(path: Path) -> Timeline:
+    """The pass-through's ``<time> <events>`` lines → cumulative timeline."""
+    batches = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                batches.append((float(parts[0]), int(parts[1])))
+    return cumulative(batches)
+
+
+async def pass_passthrough(env: Dict[str, str], total: int, work: Path,
+                           name: str = "passthrough") -> dict:
+    progress = work / f"{name}.progress"
+    env = {**env, "BENCH_PROGRESS_FILE": str(progress),
+           "STREAMAPP_ID": f"{env['STREAMAPP_ID']}-{name}",
+           "STREAMAPP_DATA_DIR": str(work / f"{name}-data")}
+    proc = Process(env, work / f"{name}.log",
+                   ["-m", "faust", "-A", "tests.system.passthrough_app", "worker", "-l", "info"],
+                   port=free_port())
+    started = time.time()
+    proc.start()
+    sampler = Sampler(proc.proc.pid).start()
+    cpu = CpuAccount(proc.proc.pid).start()
+    timing = False
+    try:
+        while True:
+            await asyncio.sleep(0.25)
+            if not timing and faust_ready_at(proc.log_path) is not None:
+                cpu.start()  # account for the timed part only, not start-up
+                timing = True
+            timeline = read_progress(progress)
+            if timeline and timeline[-1][1] >= total:
+                break
+            if proc.proc.poll() is not None:
+                raise RuntimeError(f"pass-through worker exited: {proc.tail()}")
+            if time.time() - started > 120:
+                raise TimeoutError(f"pass-through read {timeline[-1][1] if timeline else 0}"
+                                   f" of {total} in 120 s")
+        usage = cpu.stop()
+    finally:
+        await sampler.stop()
+        proc.stop()
+    return {**summarise_progress(
+        "passthrough", timeline, total, started, faust_ready_at(proc.log_path),
+        "the worker's 'Ready' log line (fetcher started)", sampler,
+        "faust -A tests.system.passthrough_app worker: same topics, take_events, no work"),
+        "cpu_cores_by_process": usage}

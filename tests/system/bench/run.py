@@ -1,0 +1,235 @@
+"""The run: one fixed stream, then the passes in order, then the results.
+
+``BenchRun`` holds what the steps share (the namespace, the work directory,
+the results so far); each step is one method.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Optional
+
+from tests.harness import ROOT, drop_namespaces, reset_stores, settings_for, simulate
+from tests.system.bench.ceiling import pass_ceiling
+from tests.system.bench.common import ROUND_TIMEOUT_S, bench_env, say
+from tests.system.bench.latency import pass_latency
+from tests.system.bench.passthrough import pass_passthrough
+from tests.system.bench.per_event import pass_per_event, per_event_env
+from tests.system.bench.pipeline import pipeline_env, run_pipeline
+from tests.system.bench.procs import RUNNING, pin_stack, stop_worker, unpin
+from tests.system.bench.report import empty_results, output_name, render_profile, summarise, write_results
+from tests.system.bench.sustained import pass_sustained
+
+
+def single_run_lock():
+    """Hold an exclusive lock for the run, or None if another run holds it.
+
+    Two benchmarks at once would share the benchmark's databases (and each
+    other's CPU), so a second one does not start.
+    """
+    import fcntl
+
+    path = ROOT / ".stack" / "bench.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+#: Passes in the order they run (``--passes`` picks a subset).
+PASSES = ("ceiling", "passthrough", "per_event", "pipeline", "sustained")
+
+
+async def run(args: argparse.Namespace) -> int:
+    lock = single_run_lock()
+    if lock is None:
+        say("another benchmark is running on this machine (.stack/bench.lock); not starting")
+        return 2
+    try:
+        return await _run(args)
+    finally:
+        lock.close()
+
+
+async def _run(args: argparse.Namespace) -> int:
+    bench = BenchRun(args)
+    try:
+        await bench.produce()
+        if args.profile:
+            await bench.profile_pass()
+        else:
+            await bench.passes()
+    finally:
+        await bench.clean_up()
+    return bench.finish()
+
+
+class BenchRun:
+    """One benchmark run: its namespace, work directory and results."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.wall_start = time.monotonic()
+        if args.pin_worker:
+            pin_stack()
+        self.tag = f"bench{uuid.uuid4().hex[:6]}"
+        self.work = Path(tempfile.mkdtemp(prefix="streamapp-bench-"))
+        self.base = bench_env(self.tag)
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.results = empty_results(args)
+        self.failed = False
+
+    async def attempt(self, name: str, coro) -> Optional[dict]:
+        """Run one pass; a failure is recorded in its place and the run goes on."""
+        say(f"pass {name} ...")
+        try:
+            result = await coro
+        except Exception as exc:
+            self.failed = True
+            traceback.print_exc()
+            self.results["passes"][name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+            return None
+        self.results["passes"][name] = result
+        shown = {k: result.get(k) for k in ("events", "events_per_s", "seconds",
+                                             "peak_rss_mb", "cpu_cores_used")}
+        say(f"pass {name}: {shown}")
+        return result
+
+    async def produce(self) -> None:
+        """The fixed stream, produced once into the namespace's topics."""
+        args = self.args
+        say(f"namespace {self.tag}; producing {args.count} events (seed {args.seed}) ...")
+        summary = simulate(self.base, "--count", str(args.count), "--rate", "0",
+                           "--seed", str(args.seed), summary=self.work / "summary.json")
+        self.results["events"].update(per_topic=summary["per_topic"],
+                                      producer_events_per_s=summary["rate"])
+        cfg = settings_for(self.base)
+        self.results["config"] = {"batch_size": cfg.batch_size, "batch_within_s": cfg.batch_within_s,
+                                  "processing_guarantee": cfg.processing_guarantee,
+                                  "topic_partitions": cfg.topic_partitions,
+                                  "audit_in_worker": cfg.audit_in_worker,
+                                  "table_store": cfg.table_store,
+                                  "worker_pinned_to_own_core": bool(args.pin_worker)}
+        self.summary = summary
+        self.total = summary["events"]
+
+    async def profile_pass(self) -> None:
+        """``--profile``: only the pipeline pass (and its latency), under pyinstrument."""
+        args = self.args
+        await reset_stores(self.base)
+        session = self.work / "profile.pyisession"
+        env = pipeline_env(self.base, self.tag, "profiled", self.work)
+        try:
+            profiled = await self.attempt("pipeline_profiled", run_pipeline(
+                "pipeline_profiled", env, self.summary, None, args.timeout, self.work, session))
+            if profiled and profiled.get("events_per_s") and args.latency_seconds > 0:
+                await self.attempt("latency_profiled", pass_latency(
+                    env, RUNNING["pipeline_profiled"], profiled["events_per_s"] * 0.5,
+                    args.latency_seconds, args.seed + 1, self.work, audit_wait=30.0))
+        finally:
+            stop_worker("pipeline_profiled")
+        render_profile(session, self.out / "profile.txt")
+        say(f"profile written to {self.out / 'profile.txt'}")
+
+    async def passes(self) -> None:
+        """Every pass (or those of ``--passes``), in the order of ``PASSES``."""
+        args = self.args
+        if "ceiling" in args.passes:
+            await self.attempt("ceiling", pass_ceiling(self.base, self.total, self.work))
+        await self.earlier_rounds()
+        if "passthrough" in args.passes:
+            await self.attempt("passthrough", pass_passthrough(self.base, self.total, self.work))
+        # BATCH_SIZE=1 before the batched pass, so that the batched worker
+        # stays up for the latency pass without feeding its events to this one.
+        if "per_event" in args.passes:
+            await self.per_event()
+        await self.pipeline()
+
+    async def earlier_rounds(self) -> None:
+        """Earlier rounds of passes 2 and 3, alternating, for the medians; the
+        last round is the one reported in full (and pass 3's worker stays up)."""
+        args = self.args
+        repeated = "passthrough" in args.passes
+        for round_ in range(1, args.repeats if repeated else 1):
+            await self.attempt(f"passthrough_{round_}",
+                               pass_passthrough(self.base, self.total, self.work, f"passthrough_{round_}"))
+            await reset_stores(self.base)
+            name = f"pipeline_{round_}"
+            try:
+                done = await self.attempt(name, run_pipeline(
+                    name, pipeline_env(self.base, self.tag, name, self.work), self.summary, None,
+                    min(args.timeout, ROUND_TIMEOUT_S), self.work))
+                if done:  # the last round carries the details; keep the rates
+                    done.pop("counts_over_time", None)
+            finally:
+                stop_worker(name)
+
+    async def per_event(self) -> None:
+        await reset_stores(self.base)
+        env = per_event_env(self.base, self.tag, self.work)
+        try:
+            await self.attempt("per_event", pass_per_event(
+                env, self.summary, self.args.per_event_budget, self.args.timeout, self.work))
+        finally:
+            stop_worker("per_event")
+
+    async def pipeline(self) -> None:
+        """Pass 3; its worker then stays up for the sustained and latency passes."""
+        args = self.args
+        await reset_stores(self.base)
+        env = pipeline_env(self.base, self.tag, "pipeline", self.work)
+        # Whatever is left of the time limit, minus the latency pass and wrap-up.
+        left = (args.max_seconds - (time.monotonic() - self.wall_start) - args.latency_seconds
+                - args.sustained_seconds - 75)
+        timeout = max(30.0, min(args.timeout, left))
+        try:
+            pipeline = await self.attempt("pipeline", run_pipeline(
+                "pipeline", env, self.summary, None, timeout, self.work))
+            if (pipeline and pipeline.get("events_per_s") and args.latency_seconds > 0
+                    and "sustained" in args.passes):
+                await self.live_passes(env, pipeline["events_per_s"])
+        finally:
+            stop_worker("pipeline")
+
+    async def live_passes(self, env: dict, pipeline_rate: float) -> None:
+        """Producers live into pass 3's worker: the sustained rate, then latency at half of it."""
+        args = self.args
+        sustained = await self.attempt("sustained", pass_sustained(
+            env, RUNNING["pipeline"], pipeline_rate, args.sustained_seconds, args.seed + 2, self.work))
+        rate_for_latency = (sustained or {}).get("events_per_s") or pipeline_rate
+        # The audit trail (its own consumer group) may still be indexing
+        # the backlog; wait for it, within what is left of the time limit.
+        left = args.max_seconds - (time.monotonic() - self.wall_start) - args.latency_seconds - 30
+        await self.attempt("latency_at_half_rate", pass_latency(
+            env, RUNNING["pipeline"], rate_for_latency * 0.5,
+            args.latency_seconds, args.seed + 1, self.work,
+            audit_wait=max(0.0, min(90.0, left))))
+
+    async def clean_up(self) -> None:
+        for name in list(RUNNING):
+            stop_worker(name)
+        unpin()
+        await drop_namespaces([self.tag])
+
+    def finish(self) -> int:
+        """Ratios and targets, the result files; the work directory goes unless kept."""
+        args, results = self.args, self.results
+        if not args.profile:
+            summarise(results, args.per_event_budget)
+        results["wall_s"] = round(time.monotonic() - self.wall_start, 1)
+        write_results(results, self.out, output_name(args, set(PASSES)))
+        if self.failed or args.keep:
+            say(f"logs kept in {self.work}")
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
+        return 1 if self.failed else 0
