@@ -13,7 +13,7 @@ from pathlib import Path
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
-from . import delivery
+from . import consumer
 from .config import Settings, settings
 from .connections import faust_credentials
 
@@ -72,7 +72,7 @@ def create_app(cfg: Settings) -> faust.App:
         setup_prometheus_sensors(app, name_prefix="faust")
     else:
         _serve_our_metrics(app)
-    delivery.install(app, cfg)
+    consumer.install(app)
 
     @app.on_worker_init.connect  # type: ignore[arg-type]  # Faust passes signal= as a keyword
     def _size_producer_buffer(sender: faust.App, **_: object) -> None:

@@ -173,11 +173,6 @@ class Settings:
     #: ``/metrics`` always serves our counters (per batch), and Faust's own
     #: stats stay on ``/`` and ``/assignment/``.
     prometheus_sensor: bool = field(default_factory=lambda: _env_bool("PROMETHEUS_SENSOR", False))
-    #: Deliver fetched messages to the agents inline instead of through four
-    #: tasks each (``streamapp.delivery``).  Off by default: it replaces
-    #: Faust's fetch loop, and ``kill9_x3`` chaos runs with it on sometimes
-    #: stalled (see bench/README.md, "Eager delivery") until that is understood.
-    eager_delivery: bool = field(default_factory=lambda: _env_bool("EAGER_DELIVERY", False))
 
     # --- batching and retries --------------------------------------------
     #: Sinks write at most this many events per round trip ...

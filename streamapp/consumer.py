@@ -51,6 +51,7 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator, Dict, List, Optional, Set, cast
 
+import faust
 from aiokafka import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
@@ -260,3 +261,15 @@ class SafeAckConsumer(AIOKafkaConsumer):
             raise
         finally:
             unset_flag(flag_consumer_fetching)
+
+
+def install(app: faust.App) -> bool:
+    """Give ``app`` the ``SafeAckConsumer``, which adapts faust-streaming
+    ``FAUST_VERSION``'s consumer; with another version Faust's own is kept
+    and a warning says so.  Returns whether it was installed."""
+    if faust.__version__ != FAUST_VERSION:
+        log.warning("faust-streaming %s, not %s: keeping Faust's own consumer, without "
+                    "streamapp.consumer's rebalance fixes", faust.__version__, FAUST_VERSION)
+        return False
+    app.transport.Consumer = SafeAckConsumer  # type: ignore[misc]  # Faust reads it per instance
+    return True

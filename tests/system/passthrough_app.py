@@ -20,7 +20,7 @@ from typing import List, Tuple
 
 import faust
 
-from streamapp import delivery
+from streamapp import consumer
 from streamapp.app import broker_options
 from streamapp.config import settings
 from streamapp.topics import STREAMS
@@ -36,7 +36,7 @@ app = faust.App(
     datadir=str(_data_dir),
     web_enabled=False,
 )
-delivery.install(app, settings)  # the same fetch loop as streamapp.app
+consumer.install(app)  # the same fetch loop as streamapp.app
 
 #: (finished at, events) per batch, flushed to the progress file by a timer.
 _done: List[Tuple[float, int]] = []

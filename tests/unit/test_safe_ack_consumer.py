@@ -136,3 +136,17 @@ def test_a_delivered_event_is_never_committed_over(consumer):
     assert consumer._new_offset(tp) is None
     consumer.ack(message(10))
     assert consumer._new_offset(tp) == 12
+
+
+def test_install_gives_the_app_the_safe_consumer(monkeypatch):
+    from streamapp import consumer as module
+
+    app = faust.App("safe-ack-install", broker="kafka://127.0.0.1:1")
+    assert module.install(app)
+    assert app.transport.Consumer is SafeAckConsumer
+
+    other = faust.App("safe-ack-other-version", broker="kafka://127.0.0.1:1")
+    before = other.transport.Consumer
+    monkeypatch.setattr(faust, "__version__", "0.0.0")
+    assert not module.install(other)
+    assert other.transport.Consumer is before
