@@ -30,9 +30,7 @@ def _env_float(name: str, default: float) -> float:
 
 def _env_bool(name: str, default: bool) -> bool:
     raw = _SOURCE.get().get(name)
-    if raw is None:
-        return default
-    return raw.strip().lower() in {"1", "true", "yes", "on"}
+    return default if raw is None else raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True, repr=False)
@@ -80,8 +78,7 @@ class Settings:
     kafka_sasl_mechanism: str = field(default_factory=lambda: _env(
         "KAFKA_SASL_MECHANISM", "SCRAM-SHA-512").strip().upper())
     kafka_sasl_username: str = field(default_factory=lambda: _env("KAFKA_SASL_USERNAME", ""))
-    kafka_sasl_password: str = field(default_factory=lambda: _env("KAFKA_SASL_PASSWORD", ""),
-                                     repr=False)
+    kafka_sasl_password: str = field(default_factory=lambda: _env("KAFKA_SASL_PASSWORD", ""), repr=False)
     #: CA bundle (PEM) that signed the brokers' certificates, for SSL and
     #: SASL_SSL; empty trusts the system's CAs.
     kafka_ssl_cafile: str = field(default_factory=lambda: _env("KAFKA_SSL_CAFILE", ""))
@@ -135,10 +132,8 @@ class Settings:
     #: default the worker's memory grew for hours (see bench/README.md,
     #: "RocksDB memory").  Our tables hold a few thousand small values,
     #: so a small buffer fills within minutes and flushes cheaply.
-    rocksdb_write_buffer_kb: int = field(default_factory=lambda: _env_int(
-        "ROCKSDB_WRITE_BUFFER_KB", 256))
-    rocksdb_block_cache_mb: int = field(default_factory=lambda: _env_int(
-        "ROCKSDB_BLOCK_CACHE_MB", 4))
+    rocksdb_write_buffer_kb: int = field(default_factory=lambda: _env_int("ROCKSDB_WRITE_BUFFER_KB", 256))
+    rocksdb_block_cache_mb: int = field(default_factory=lambda: _env_int("ROCKSDB_BLOCK_CACHE_MB", 4))
     #: Table store.  RocksDB (via ``rocksdict``) keeps table state on disk so a
     #: restarted worker recovers from its local files plus the changelog tail
     #: instead of replaying the whole changelog; unit tests use ``memory://``.
@@ -247,8 +242,7 @@ class Settings:
     #: new segment that must later be merged, so a longer interval costs
     #: OpenSearch less CPU (see bench/README.md, "Audit refresh interval").
     #: Audit searches can wait 5 s; tests refresh explicitly.
-    audit_refresh_interval: str = field(default_factory=lambda: _env(
-        "AUDIT_REFRESH_INTERVAL", "5s"))
+    audit_refresh_interval: str = field(default_factory=lambda: _env("AUDIT_REFRESH_INTERVAL", "5s"))
     #: S3's fetches: the broker holds each one until this much data is there
     #: or the wait is over.  Without it a live stream reaches S3 a trickle at a
     #: time, and every trickle costs a bulk request (and a translog sync in the
@@ -256,8 +250,7 @@ class Settings:
     #: refresh interval anyway.
     audit_fetch_min_bytes: int = field(default_factory=lambda: _env_int(
         "AUDIT_FETCH_MIN_BYTES", 256 * 1024))
-    audit_fetch_max_wait_ms: int = field(default_factory=lambda: _env_int(
-        "AUDIT_FETCH_MAX_WAIT_MS", 250))
+    audit_fetch_max_wait_ms: int = field(default_factory=lambda: _env_int("AUDIT_FETCH_MAX_WAIT_MS", 250))
     #: Key used to hash PII (e-mails) in audit documents.  Set it in the
     #: environment in production; without it a per-deployment constant from
     #: the app id is used, which still never stores the raw value.
