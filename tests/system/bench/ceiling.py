@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from tests.harness import settings_for
+from tests.harness import free_port, settings_for
 from tests.system.bench.common import STREAM_NAMES
 from tests.system.bench.measure import CpuAccount, Sampler
 from tests.system.bench.numbers import cumulative, summarise_progress
@@ -61,7 +61,7 @@ async def pass_ceiling(env: Dict[str, str], total: int, work: Path) -> dict:
         "-m", "tests.system.bench", "ceiling", "--progress", str(progress),
         "--topics", ",".join(cfg.topic(n) for n in STREAM_NAMES),
         "--bootstrap", cfg.kafka_bootstrap, "--group", f"{cfg.app_id}-ceiling",
-        "--total", str(total)], port=0)
+        "--total", str(total)], port=free_port())
     started = time.time()
     proc.start()
     sampler = Sampler(proc.proc.pid).start()

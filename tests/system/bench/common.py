@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import socket
 import time
 from datetime import datetime
 from pathlib import Path
@@ -39,12 +38,6 @@ def bench_env(tag: str) -> Dict[str, str]:
     env = isolated_env(tag, database=BENCH_DATABASE, redis_db=BENCH_REDIS_DB)
     env["TABLE_STORE"] = "rocksdb://"
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def cancel(task: Optional[asyncio.Task]) -> None:

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 from typing import Dict
 
-from tests.system.bench.common import Timeline, faust_ready_at, free_port
+from tests.harness import free_port
+from tests.system.bench.common import Timeline, faust_ready_at
 from tests.system.bench.measure import CpuAccount, Sampler
 from tests.system.bench.numbers import cumulative, summarise_progress
 from tests.system.bench.procs import Process

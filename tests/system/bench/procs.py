@@ -8,8 +8,7 @@ from typing import Dict, Optional, Sequence
 
 import psutil
 
-from tests.harness import FAUST_WORKER, Worker
-from tests.system.bench.common import free_port
+from tests.harness import FAUST_WORKER, Worker, free_port
 
 
 class Pinning:
