@@ -2,34 +2,41 @@
 import time
 from datetime import datetime
 
-from tests.system.bench import read_progress
-from tests.system.peer import logged_at, median_rate, peer_keys
+from tests.system.bench.common import faust_ready_at, logged_at
+from tests.system.bench.passthrough import read_progress
+from tests.system.bench.report import add_ratios
 from tests.system.peer_passthrough_app import ASSIGNED, Progress
 
 
-def test_median_over_the_rounds_of_the_pass_only():
-    passes = {"peer_passthrough_1": {"events_per_s": 9000.0},
-              "peer_passthrough_2": {"events_per_s": 12000.0},
-              "peer_passthrough": {"events_per_s": 10000.0},
-              "passthrough": {"events_per_s": 1.0}, "pipeline": {"events_per_s": 2.0}}
-    assert median_rate(passes, "peer_passthrough") == 10000.0
-    assert median_rate(passes, "passthrough") == 1.0
+def rates(name: str, *values):
+    """A pass's rounds as the run names them: ``name_1``, ..., then ``name``."""
+    keys = [f"{name}_{i}" for i in range(1, len(values))] + [name]
+    return {k: {"events_per_s": v} if v is not None else {"error": "x"}
+            for k, v in zip(keys, values)}
 
 
-def test_a_failed_round_leaves_the_median_out():
-    passes = {"peer_passthrough_1": {"error": "TimeoutError"},
-              "peer_passthrough": {"events_per_s": 10000.0}}
-    assert median_rate(passes, "peer_passthrough") is None
-    assert median_rate({}, "peer_passthrough") is None
+def test_ratio_vs_peer_is_the_median_pipeline_over_the_median_peer():
+    results = {"passes": {**rates("passthrough", 10000.0, 11000.0, 12000.0),
+                          **rates("peer_passthrough", 20000.0, 30000.0, 25000.0),
+                          **rates("pipeline", 6000.0, 5000.0, 7000.0)}}
+    add_ratios(results)
+    assert results["peer_passthrough_events_per_s"] == 25000.0
+    assert results["ratio_vs_peer_passthrough"] == 0.24  # 6000 / 25000
+    assert results["ratio_vs_passthrough"] == 0.545
+    assert results["rounds"]["peer_passthrough_events_per_s"] == [20000.0, 30000.0, 25000.0]
+    assert results["rounds"]["ratio_vs_peer_passthrough_per_round"] == [0.3, 0.167, 0.28]
 
 
-def test_ratio_is_the_full_pipeline_over_the_peer():
-    passes = {"peer_passthrough": {"events_per_s": 8000.0}}
-    assert peer_keys(passes, 6000.0) == {"peer_passthrough_events_per_s": 8000.0,
-                                         "ratio_vs_peer_passthrough": 0.75}
-    assert peer_keys(passes, None)["ratio_vs_peer_passthrough"] is None
-    assert peer_keys({}, 6000.0) == {"peer_passthrough_events_per_s": None,
-                                     "ratio_vs_peer_passthrough": None}
+def test_no_peer_ratio_without_every_peer_round():
+    results = {"passes": {**rates("passthrough", 10000.0, 11000.0),
+                          **rates("peer_passthrough", None, 30000.0),
+                          **rates("pipeline", 6000.0, 5000.0)}}
+    add_ratios(results)
+    assert results["peer_passthrough_events_per_s"] is None
+    assert results["ratio_vs_peer_passthrough"] is None
+    results = {"passes": rates("pipeline", 6000.0)}  # --passes without the peer
+    add_ratios(results)
+    assert results["ratio_vs_peer_passthrough"] is None
 
 
 def test_progress_lines_read_as_the_pass_through_s(tmp_path):
@@ -50,10 +57,11 @@ def test_start_line_time_from_either_log_format(tmp_path):
     stamp = "2026-01-31 12:00:00,250"
     expected = time.mktime(datetime(2026, 1, 31, 12, 0, 0).timetuple()) + 0.25
     log = tmp_path / "log"
-    log.write_text("warning: not a log line\n"
+    log.write_text("a warning, not a log line\n"
                    f"[{stamp}] [INFO] [quixstreams] : {ASSIGNED}: 28 partitions\n")
     assert logged_at(log, ASSIGNED) == expected
+    assert faust_ready_at(log) is None
     log.write_text(f"[{stamp}] [123] [INFO] [^Worker]: Ready \n")
-    assert logged_at(log, "Worker]: Ready") == expected
+    assert faust_ready_at(log) == expected
     assert logged_at(log, ASSIGNED) is None
     assert logged_at(tmp_path / "missing", ASSIGNED) is None

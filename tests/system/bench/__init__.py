@@ -7,6 +7,10 @@ the beginning with a fresh consumer group / app id:
 1. ``ceiling``     a bare aiokafka consumer that does no work;
 2. ``passthrough`` a real Faust worker (``tests.system.passthrough_app``): same
                    topics, same ``take_events`` batching, no work;
+   ``peer_passthrough`` what a user would pick instead of Faust: Quix Streams
+                   (``tests.system.peer_passthrough_app``) on the same topics,
+                   decoding each value as JSON and producing it to a topic of
+                   its own;
 3. ``pipeline``    the real ``faust -A streamapp worker`` (every store, the
                    tables, the audit trail), fresh app id and empty stores,
                    timed until the tally equals the simulator's summary;
@@ -40,7 +44,8 @@ from __future__ import annotations
 #   numbers     rates, ratios, percentiles, events per second
 #   measure     the stores' progress counters, a worker's RSS and CPU
 #   procs       the processes a pass starts, --pin-worker
-#   ceiling, passthrough, pipeline, per_event, sustained, latency   the passes
+#   ceiling, passthrough, peer, pipeline, per_event, sustained, latency   the passes
+#   passthroughs   passes 2 and peer alone (Kafka only), in rounds
 #   by_kind     progress by kind of event
 #   topics      outcome times, the audit trail's lag, dead letters
 #   producer    the live producer of the sustained and latency passes

@@ -23,6 +23,7 @@ def draw(results: dict, path: Path) -> None:
 def draw_throughput(top, results: dict) -> None:
     """Events done per second of each pass, on a log scale."""
     labels = {"ceiling": "1 ceiling (bare aiokafka)", "passthrough": "2 Faust pass-through",
+              "peer_passthrough": "peer: Quix Streams pass-through (JSON decode, produce)",
               "pipeline": "3 full pipeline", "per_event": "4 full pipeline, BATCH_SIZE=1"}
     for name, label in labels.items():
         p = results["passes"].get(name) or {}

@@ -54,8 +54,8 @@ def parser() -> argparse.ArgumentParser:
                         "subset go to partial.json (pipeline always runs; 'sustained' also "
                         "runs the latency pass)")
     p.add_argument("--repeats", type=int, default=5,
-                   help="rounds of passes 2 and 3, alternating; ratios use the median rate"
-                        " of each (default 5)")
+                   help="rounds of passes 2, peer and 3, alternating; ratios use the median"
+                        " rate of each (default 5)")
     p.add_argument("--out", default=str(RESULTS))
 
     c = sub.add_parser("ceiling", help=argparse.SUPPRESS)

@@ -75,15 +75,20 @@ def machine_info() -> dict:
 
 def faust_ready_at(log_path: Path) -> Optional[float]:
     """Unix time of a Faust worker's first ``Worker]: Ready`` (its fetcher has started)."""
+    return logged_at(log_path, "Worker]: Ready")
+
+
+def logged_at(log_path: Path, marker: str) -> Optional[float]:
+    """Unix time of the first log line holding ``marker``.  Faust and Quix
+    Streams both start their lines with the local time, ``[2024-01-31 12:00:00,123]``."""
     try:
         text = log_path.read_text(errors="replace")
     except OSError:
         return None
     for line in text.splitlines():
-        if "Worker]: Ready" in line and line.startswith("["):
-            stamp = line[1:line.index("]")]  # local time, "2024-01-31 12:00:00,123"
+        if marker in line and line.startswith("["):
             try:
-                when = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")
+                when = datetime.strptime(line[1:line.index("]")], "%Y-%m-%d %H:%M:%S,%f")
             except ValueError:
                 return None
             return time.mktime(when.timetuple()) + when.microsecond / 1e6

@@ -22,6 +22,7 @@ from tests.system.bench.common import (
     say,
 )
 from tests.system.bench.numbers import ratio
+from tests.system.bench.peer import PEER
 
 
 def empty_results(args: argparse.Namespace) -> dict:
@@ -96,11 +97,29 @@ def add_ratios(results: dict) -> None:
                                                for a, b in zip(pipe_rounds, pt_rounds)],
             "passthrough_worker_cpu_us_per_event": worker_us_per_event(passes, "passthrough"),
             "pipeline_worker_cpu_us_per_event": worker_us_per_event(passes, "pipeline"),
-            "measured": ("passes 2 and 3 ran in alternating rounds (2, 3, 2, 3, ..., the "
-                         "last pass 3 right after pass 4); the ratios use the median "
-                         "rate of each, and passes.passthrough / passes.pipeline are "
-                         "the last round in full"),
+            "measured": ("passes 2, peer and 3 ran in alternating rounds (2, peer, 3, 2, "
+                         "peer, 3, ..., the last pass 3 right after pass 4); the ratios use "
+                         "the median rate of each, and passes.passthrough / "
+                         "passes.peer_passthrough / passes.pipeline are the last round in full"),
         }
+    add_peer_ratio(results, pipe_rounds)
+
+
+def add_peer_ratio(results: dict, pipe_rounds: List[Optional[float]]) -> None:
+    """The peer pass (Quix Streams): its median rate, and the full pipeline's over it."""
+    passes = results["passes"]
+    peer_rounds = rounds(passes, PEER)
+    peer_rate, pipeline_rate = median_of(peer_rounds), median_of(pipe_rounds)
+    results["peer_passthrough_events_per_s"] = peer_rate
+    results["ratio_vs_peer_passthrough"] = ratio(pipeline_rate, peer_rate)
+    if "rounds" in results and len(peer_rounds) == len(pipe_rounds):
+        results["rounds"].update({
+            "peer_passthrough_events_per_s": peer_rounds,
+            "median_peer_passthrough_events_per_s": peer_rate,
+            "ratio_vs_peer_passthrough_per_round": [ratio(a, b)
+                                                    for a, b in zip(pipe_rounds, peer_rounds)],
+            "peer_passthrough_worker_cpu_us_per_event": worker_us_per_event(passes, PEER),
+        })
 
 
 def add_targets(results: dict) -> None:
@@ -139,7 +158,13 @@ def add_notes(results: dict, per_event_budget: float) -> None:
         "rating and session counts + MongoDB titles, via streamapp.tally) over those "
         "seconds. Catalog events count as distinct titles (re-edits are not counted).",
         "Rates of passes 2-4 are timed from the worker's 'Ready' log line (its fetcher "
-        "has started), pass 1 from its partition assignment, to the last event done.",
+        "has started), pass 1 and the peer pass from their partition assignment, to the "
+        "last event done.",
+        "peer_passthrough is Quix Streams doing what a user would pick it for instead of "
+        "Faust: the same topics, each value decoded as JSON and produced to a topic of its "
+        "own, offsets committed (Quix's defaults but auto_offset_reset=earliest; acks=all). "
+        "It does more per event than pass 2, which decodes nothing and produces nothing; "
+        "ratio_vs_peer_passthrough = median pass 3 rate / its median rate.",
         "Latency of passes 1-4 is not reported: their events were all produced before the "
         "pass started (a backlog), so occurred_at -> durable would mostly be time spent "
         "waiting in Kafka for the pass to begin. Latency is measured in "
@@ -170,7 +195,8 @@ def write_results(results: dict, out: Path, name: str) -> None:
         p.pop("_points", None)
     (out / f"{name}.json").write_text(compact_json(results) + "\n")
     say(f"wrote {out / (name + '.json')}" + (f" and {out / (name + '.png')}" if drawn else ""))
-    for key in ("ratio_vs_ceiling", "ratio_vs_passthrough", "ratio_vs_per_event"):
+    for key in ("ratio_vs_ceiling", "ratio_vs_passthrough", "peer_passthrough_events_per_s",
+                "ratio_vs_peer_passthrough", "ratio_vs_per_event"):
         if results.get(key) is not None:
             say(f"{key} = {results[key]}")
     for target_, verdict in (results.get("targets") or {}).items():

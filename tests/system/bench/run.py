@@ -19,6 +19,7 @@ from tests.system.bench.ceiling import pass_ceiling
 from tests.system.bench.common import ROUND_TIMEOUT_S, bench_env, say
 from tests.system.bench.latency import pass_latency
 from tests.system.bench.passthrough import pass_passthrough
+from tests.system.bench.peer import PEER, pass_peer_passthrough
 from tests.system.bench.per_event import pass_per_event, per_event_env
 from tests.system.bench.pipeline import pipeline_env, run_pipeline
 from tests.system.bench.procs import RUNNING, pin_stack, stop_worker, unpin
@@ -46,7 +47,7 @@ def single_run_lock():
 
 
 #: Passes in the order they run (``--passes`` picks a subset).
-PASSES = ("ceiling", "passthrough", "per_event", "pipeline", "sustained")
+PASSES = ("ceiling", "passthrough", PEER, "per_event", "pipeline", "sustained")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -147,22 +148,29 @@ class BenchRun:
         if "ceiling" in args.passes:
             await self.attempt("ceiling", pass_ceiling(self.base, self.total, self.work))
         await self.earlier_rounds()
-        if "passthrough" in args.passes:
-            await self.attempt("passthrough", pass_passthrough(self.base, self.total, self.work))
+        await self.passthroughs("")
         # BATCH_SIZE=1 before the batched pass, so that the batched worker
         # stays up for the latency pass without feeding its events to this one.
         if "per_event" in args.passes:
             await self.per_event()
         await self.pipeline()
 
+    async def passthroughs(self, suffix: str) -> None:
+        """Pass 2 and the peer pass (Quix Streams), one after the other."""
+        if "passthrough" in self.args.passes:
+            await self.attempt(f"passthrough{suffix}", pass_passthrough(
+                self.base, self.total, self.work, f"passthrough{suffix}"))
+        if PEER in self.args.passes:
+            await self.attempt(f"{PEER}{suffix}", pass_peer_passthrough(
+                self.base, self.total, self.work, f"{PEER}{suffix}"))
+
     async def earlier_rounds(self) -> None:
-        """Earlier rounds of passes 2 and 3, alternating, for the medians; the
-        last round is the one reported in full (and pass 3's worker stays up)."""
+        """Earlier rounds of passes 2, peer and 3, alternating, for the medians;
+        the last round is the one reported in full (and pass 3's worker stays up)."""
         args = self.args
-        repeated = "passthrough" in args.passes
+        repeated = bool({"passthrough", PEER} & args.passes)
         for round_ in range(1, args.repeats if repeated else 1):
-            await self.attempt(f"passthrough_{round_}",
-                               pass_passthrough(self.base, self.total, self.work, f"passthrough_{round_}"))
+            await self.passthroughs(f"_{round_}")
             await reset_stores(self.base)
             name = f"pipeline_{round_}"
             try:
