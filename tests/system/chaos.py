@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -57,6 +57,7 @@ async def run_scenario(name: str, produce_args: List[str],
     env["TABLE_STORE"] = "rocksdb://"
     await reset_stores(env)
     worker = Worker(env, WORK / f"{name}-worker.log", port=6091).start()
+    sim = None
     try:
         worker.wait_ready()
         if before:
@@ -74,6 +75,14 @@ async def run_scenario(name: str, produce_args: List[str],
         return await measure(env, summary, with_audit)
     finally:
         worker.stop()
+        stop_simulator(sim)
+
+
+def stop_simulator(sim: Optional[subprocess.Popen]) -> None:
+    """A scenario that failed midway must not leave its simulator producing."""
+    if sim is not None and sim.poll() is None:
+        sim.kill()
+        sim.wait()
 
 
 def kill_nine_three_times(worker: Worker, env: Dict[str, str]) -> Worker:

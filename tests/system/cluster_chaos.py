@@ -30,7 +30,7 @@ from typing import Callable, Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import Worker, cluster_up, isolated_env, measure, reset_stores, stack_module  # noqa: E402
-from tests.system.chaos import WORK, run_scenarios, start_simulator  # noqa: E402
+from tests.system.chaos import WORK, run_scenarios, start_simulator, stop_simulator  # noqa: E402
 
 stack = stack_module()
 BASE_PORT = 6191
@@ -84,6 +84,7 @@ async def run_scenario(name: str, workers: int, produce_args: List[str],
     env["TABLE_STORE"] = "rocksdb://"
     await reset_stores(env)
     fleet = Fleet(env, name)
+    sim = None
     try:
         fleet.start(*range(workers))
         sim, summary_path = start_simulator(env, name, *produce_args)
@@ -96,6 +97,7 @@ async def run_scenario(name: str, workers: int, produce_args: List[str],
         return {"workers": fleet.most, "brokers": len(stack.kafka_nodes()), **result}
     finally:
         fleet.stop_all()
+        stop_simulator(sim)
 
 
 # --- the faults ----------------------------------------------------------------------
