@@ -22,6 +22,7 @@ import orjson
 from opensearchpy import AsyncOpenSearch
 from opensearchpy.serializer import JSONSerializer
 
+from . import audit_query
 from .base import RetryPolicy, StoreBase
 from .errors import Busy
 
@@ -219,12 +220,7 @@ class AuditStore(StoreBase):
             if value:
                 filters.append({"term": {field: value}})
         if since or until:
-            span = {}
-            if since:
-                span["gte"] = since.isoformat()
-            if until:
-                span["lte"] = until.isoformat()
-            filters.append({"range": {"occurred_at": span}})
+            filters.append({"range": {"occurred_at": audit_query.time_range(since, until)}})
         body = {"query": {"bool": {"filter": filters}}, "size": size,
                 "sort": [{"occurred_at": "desc"}]}
         reply = await self.client.search(index=f"{self.prefix}-*", body=body,

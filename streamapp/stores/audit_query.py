@@ -74,10 +74,24 @@ def auto_interval(since: datetime, until: datetime) -> str:
     return "1d"
 
 
+def time_range(since: Optional[datetime], until: Optional[datetime]) -> Dict[str, Any]:
+    """A range of ``occurred_at`` in epoch milliseconds, as the index keeps it.
+
+    Not ISO strings: OpenSearch fills the components a date leaves out
+    upwards for ``lte``, so ``until=11:49:00`` counted documents up to
+    11:49:00.999.
+    """
+    span: Dict[str, Any] = {"format": "epoch_millis"}
+    if since is not None:
+        span["gte"] = int(since.timestamp() * 1000)
+    if until is not None:
+        span["lte"] = int(until.timestamp() * 1000)
+    return span
+
+
 def query(f: Filters) -> Dict[str, Any]:
     """The ``bool`` query of a search: filters only, plus the free text."""
-    clauses: List[Dict[str, Any]] = [{"range": {"occurred_at": {
-        "gte": f.since.isoformat(), "lte": f.until.isoformat()}}}]
+    clauses: List[Dict[str, Any]] = [{"range": {"occurred_at": time_range(f.since, f.until)}}]
     for field, value in (("event_type", f.event_type), ("user_id", f.user_id),
                          ("movie_id", f.movie_id), ("doc_kind", f.doc_kind),
                          ("status", f.status)):

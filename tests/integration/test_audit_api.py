@@ -39,8 +39,8 @@ def free_port() -> int:
 
 
 class Api:
-    def __init__(self, base: str, env: dict, http: aiohttp.ClientSession) -> None:
-        self.base, self.env, self.http = base, env, http
+    def __init__(self, base: str, env: dict, http: aiohttp.ClientSession, stores) -> None:
+        self.base, self.env, self.http, self.stores = base, env, http, stores
 
     async def get(self, path: str, auth: bool = True, headers: dict = None):
         sent = dict(api_headers(self.env) if auth else {}, **(headers or {}))
@@ -64,14 +64,23 @@ async def produce_person(cfg) -> None:
 
 
 async def all_docs(stores) -> list:
-    """Every audit document of the namespace, straight from OpenSearch."""
+    """Every audit document of the namespace, straight from OpenSearch (a
+    scroll: a run's documents can outnumber one search's 10,000 hits)."""
     await stores.audit.refresh()
-    reply = await stores.audit.client.search(
-        index=f"{stores.audit.prefix}-*",
-        body={"query": {"match_all": {}}, "size": 10_000,
+    client = stores.audit.client
+    reply = await client.search(
+        index=f"{stores.audit.prefix}-*", scroll="1m",
+        body={"query": {"match_all": {}}, "size": 5_000,
               "_source": ["occurred_at", "event_type", "doc_kind", "user_id", "movie_id",
                           "status", "reason"]})
-    return [dict(h["_source"], _id=h["_id"]) for h in reply["hits"]["hits"]]
+    docs = []
+    try:
+        while reply["hits"]["hits"]:
+            docs += [dict(h["_source"], _id=h["_id"]) for h in reply["hits"]["hits"]]
+            reply = await client.scroll(body={"scroll_id": reply["_scroll_id"], "scroll": "1m"})
+    finally:
+        await client.clear_scroll(body={"scroll_id": reply["_scroll_id"]})
+    return docs
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +107,17 @@ async def audit_api(tmp_path_factory):
             stored = await stores.audit.count(doc_kind="outcome", event_id=EVENT_ID)
             return events >= summary["valid"] + 1 and stored >= 1
         assert await wait_until(indexed, timeout=120, interval=2), worker.tail()
-        await asyncio.sleep(1)  # outcomes of the last batches
+        # The outcomes of the last batches follow their events: wait until the
+        # index stops growing (on a busy machine they can take seconds).
+        seen = {"total": -1}
+
+        async def settled():
+            await stores.audit.refresh()
+            before, seen["total"] = seen["total"], await stores.audit.count()
+            return seen["total"] == before
+        assert await wait_until(settled, timeout=60, interval=3), worker.tail()
         docs = await all_docs(stores)
-        yield Api(f"http://127.0.0.1:{port}", env, http), summary, docs
+        yield Api(f"http://127.0.0.1:{port}", env, http, stores), summary, docs
     finally:
         await http.close()
         await stores.close()
@@ -192,13 +209,22 @@ async def test_field_filters(audit_api):
     # the time range narrows the histogram and the total
     since, until = span(docs)
     mid = (since + (until - since) / 2).replace(microsecond=0)
-    status, body, _ = await api.get(
-        f"/api/audit/search/?since={since.isoformat().replace('+00:00', 'Z')}"
-        f"&until={mid.isoformat().replace('+00:00', 'Z')}")
+    ranged = (f"/api/audit/search/?since={since.isoformat().replace('+00:00', 'Z')}"
+              f"&until={mid.isoformat().replace('+00:00', 'Z')}")
     # the index keeps milliseconds: compare at that precision
     millis = lambda t: int(t.timestamp() * 1000)  # noqa: E731
-    assert body["total"] == sum(1 for d in docs
-                                if millis(datetime.fromisoformat(d["occurred_at"])) <= millis(mid))
+    # A late outcome can still land in the range: compare with the documents
+    # read between two answers that agree.
+    for _ in range(10):
+        _, first, _ = await api.get(ranged)
+        now_docs = await all_docs(api.stores)
+        _, second, _ = await api.get(ranged)
+        if first["total"] == second["total"]:
+            break
+        await asyncio.sleep(1)
+    # until=11:49:00 means 11:49:00.000, not the whole second
+    assert second["total"] == sum(
+        1 for d in now_docs if millis(datetime.fromisoformat(d["occurred_at"])) <= millis(mid))
 
 
 async def test_paging(audit_api):

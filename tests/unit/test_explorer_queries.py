@@ -41,7 +41,8 @@ def test_no_text_no_must_and_range_always_there():
     body = audit_query.query(Filters(since=T0, until=T0 + timedelta(hours=1)))
     assert "must" not in body["bool"]
     assert body["bool"]["filter"] == [{"range": {"occurred_at": {
-        "gte": T0.isoformat(), "lte": (T0 + timedelta(hours=1)).isoformat()}}}]
+        "format": "epoch_millis", "gte": int(T0.timestamp() * 1000),
+        "lte": int((T0 + timedelta(hours=1)).timestamp() * 1000)}}}]
 
 
 def test_histogram_spans_the_range_by_type():
@@ -117,3 +118,14 @@ def test_window_bars_keep_each_windows_latest_count():
                {"windows": {"120": 9, "180": 2}}]
     assert windows(samples, since=100) == {"start": [120, 180], "ratings": [9, 2]}
     assert windows([], since=0) == {"start": [], "ratings": []}
+
+
+def test_the_time_range_is_exact_to_the_millisecond():
+    """ISO bounds let OpenSearch fill what a time leaves out upwards for
+    ``lte`` (until=11:49:00 took in 11:49:00.999); milliseconds cannot."""
+    since = datetime(2026, 12, 1, 11, 47, tzinfo=timezone.utc)
+    until = datetime(2026, 12, 1, 11, 49, tzinfo=timezone.utc)
+    span = audit_query.time_range(since, until)
+    assert span == {"format": "epoch_millis", "gte": 1796125620000, "lte": 1796125740000}
+    q = audit_query.query(Filters(since=since, until=until))
+    assert {"range": {"occurred_at": span}} in q["bool"]["filter"]
