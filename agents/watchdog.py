@@ -106,7 +106,10 @@ def describe(topic: str, partition: int) -> str:
              f"buffered={tp in consumer._buffered_partitions}",
              f"read={consumer._read_offset.get(tp)}",
              f"committed={consumer._committed_offset.get(tp)}",
-             f"flow={consumer.flow_active}"]
+             f"flow={consumer.flow_active}",
+             f"first_read={getattr(consumer, '_first_read', {}).get(tp)}",
+             f"acked_head={sorted(consumer._acked.get(tp, []))[:5]}",
+             f"unacked={sorted(m.offset for m in consumer._unacked_messages if m.tp == tp)[:5]}"]
     try:
         kafka = consumer._thread._consumer
         state = kafka._subscription.subscription.assignment.state_value(tp)
