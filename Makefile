@@ -106,8 +106,10 @@ services-env:
 services-wipe:
 	$(STACK) wipe
 
+# The worker runs on jemalloc where it is installed (streamapp/allocator.py).
+JEMALLOC = $$($(PY) -c 'from streamapp.allocator import with_jemalloc; print(with_jemalloc({}).get("LD_PRELOAD", ""))')
 worker: venv
-	$(APP_ENV) $(VENV)/bin/faust -A streamapp worker -l info
+	$(APP_ENV) LD_PRELOAD="$${LD_PRELOAD-$(JEMALLOC)}" $(VENV)/bin/faust -A streamapp worker -l info
 
 audit: venv
 	$(APP_ENV) $(PY) -m streamapp.audit
