@@ -52,9 +52,10 @@ cluster-chaos: venv
 	$(STACK) --profile cluster up
 	$(PY) -m tests.system.cluster_chaos
 
-## soak: 10 minutes of steady traffic; is the worker's memory flat?
+## soak: steady traffic for MINUTES (default 10; the committed run is 60); is the worker's memory flat?
+MINUTES ?= 10
 soak: venv services-up
-	$(PY) -m tests.system.soak
+	$(PY) -m tests.system.soak --minutes $(MINUTES)
 
 ## bench: ceiling vs pass-through vs full pipeline vs per-event baseline
 bench: venv services-up
@@ -105,8 +106,10 @@ services-env:
 services-wipe:
 	$(STACK) wipe
 
+# The worker runs on jemalloc where it is installed (streamapp/allocator.py).
+JEMALLOC = $$($(PY) -c 'from streamapp.allocator import with_jemalloc; print(with_jemalloc({}).get("LD_PRELOAD", ""))')
 worker: venv
-	$(APP_ENV) $(VENV)/bin/faust -A streamapp worker -l info
+	$(APP_ENV) LD_PRELOAD="$${LD_PRELOAD-$(JEMALLOC)}" $(VENV)/bin/faust -A streamapp worker -l info
 
 audit: venv
 	$(APP_ENV) $(PY) -m streamapp.audit

@@ -23,13 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from streamapp.allocator import with_jemalloc  # noqa: E402
 from streamapp.config import settings  # noqa: E402
 from streamapp.connections import redact  # noqa: E402
 
 
 def start_worker(index: int, env: dict) -> subprocess.Popen:
     """Worker ``index``: the first keeps the configured port and data dir."""
-    env = dict(env)
+    env = with_jemalloc(env)  # flat memory (streamapp/allocator.py)
     if index:
         env["WEB_PORT"] = str(settings.web_port + index)
         env["STREAMAPP_DATA_DIR"] = f"{settings.data_dir}-{index}"

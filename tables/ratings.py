@@ -50,6 +50,7 @@ from faust.streams import _current_event
 
 from streamapp.app import app
 from streamapp.config import settings
+from tables.expiry import windowed_table
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,8 @@ if settings.hopping_step_s % settings.tumbling_window_s:
     raise ValueError("HOPPING_STEP_S must be a multiple of TUMBLING_WINDOW_S: "
                      "each pane counts the whole minutes inside it")
 #: Panes are kept for as long as the hour they add up to, plus the grace for
-#: late ratings.  Faust keeps an in-memory note per windowed write until its
-#: window expires, so expiry is what bounds the worker's memory.
+#: late ratings.  The table keeps an in-memory note per (title, pane) until
+#: the pane expires (``tables.expiry``), so expiry bounds that memory.
 _pane_expires = timedelta(seconds=settings.hopping_window_s + 2 * settings.hopping_step_s
                           + settings.late_grace_s)
 #: RocksDB per table partition (see ``Settings.rocksdb_write_buffer_kb``).
@@ -78,9 +79,12 @@ def _no_ratings() -> list:
     return [0, {}, {}]
 
 
-rating_counts = app.Table(
-    "rating-counts", default=_no_ratings, key_type=str,
+rating_counts = windowed_table(
+    app, "rating-counts", default=_no_ratings, key_type=str,
     partitions=settings.topic_partitions, options=dict(_rocksdb),
+    # The changelog drops what is older than the pane expiry, a segment at a
+    # time (``tables.expiry``): segments of two panes keep that bounded.
+    extra_topic_configs={"segment.ms": str(2 * settings.hopping_step_s * 1000)},
     help="Ratings per title in hop-sized panes, and per minute within each pane; "
          "a hopping window is a sum of panes.",
 ).tumbling(settings.hopping_step_s, expires=_pane_expires).relative_to_stream()
