@@ -1,61 +1,132 @@
-"""MongoDB's wire protocol: a real mongod if there is one, else FerretDB on the stack's PostgreSQL."""
+"""MongoDB's wire protocol: a real mongod, SecantusDB or FerretDB, chosen by MONGODB_SERVER.
+
+MongoDB itself is in no package registry the stack can reach, so unless a
+``mongod`` is on PATH the ``mongodb`` service is a stand-in:
+
+- ``secantus`` (the default stand-in): SecantusDB, built from crates.io
+  (``servers/secantus.py``);
+- ``ferretdb``: FerretDB 1.x on the stack's PostgreSQL, built from the Go
+  module proxy, with the ``_id`` index the stack adds (``servers/ferretdb.py``).
+
+``MONGODB_SERVER=auto`` (or unset) takes ``mongod`` when there is one, else
+the default stand-in; bench/README.md, "MongoDB stand-in", has the numbers
+behind the default. The app is the same against all of them: it speaks
+standard MongoDB and relies on nothing a stand-in does differently.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import time
+from pathlib import Path
+from typing import Protocol
 
-from servers.common import BIND_HOST, url_port
+from servers.common import BIND_HOST, StackError, say, url_port
 from servers.ferretdb import FerretDB
 from servers.postgres import Postgres
-from servers.process import Server
+from servers.process import Server, proc_cmdline
+from servers.secantus import Secantus
+
+#: Values of MONGODB_SERVER besides "auto".
+FLAVOURS = ("mongod", "secantus", "ferretdb")
+#: What "auto" runs when there is no mongod on PATH.
+DEFAULT_STANDIN = "secantus"
+
+
+class Flavour(Protocol):
+    flavour: str
+
+    @property
+    def binary(self) -> Path: ...
+
+    def install(self) -> None: ...
+
+    def prepare(self, data: Path) -> None: ...
+
+    def command(self, data: Path, address: str) -> list[str]: ...
+
+
+class Mongod:
+    """A real mongod from PATH (installed by whoever has one)."""
+
+    flavour = "mongod"
+
+    @property
+    def binary(self) -> Path:
+        found = shutil.which("mongod")
+        if not found:
+            raise StackError("MONGODB_SERVER=mongod, but there is no mongod on PATH")
+        return Path(found)
+
+    def install(self) -> None:
+        """Nothing to install; fails early when there is no mongod."""
+        if not self.binary.exists():
+            raise StackError(f"{self.binary} is gone")
+
+    def prepare(self, data: Path) -> None:
+        pass
+
+    def command(self, data: Path, address: str) -> list[str]:
+        port = address.rsplit(":", 1)[1]
+        return [str(self.binary), "--dbpath", str(data), "--bind_ip", BIND_HOST, "--port", port]
+
+
+def chosen_flavour() -> str:
+    """The MONGODB_SERVER setting, with "auto" resolved."""
+    value = (os.environ.get("MONGODB_SERVER") or "auto").strip().lower()
+    if value == "auto":
+        return "mongod" if shutil.which("mongod") else DEFAULT_STANDIN
+    if value not in FLAVOURS:
+        raise StackError(f"MONGODB_SERVER={value!r}: choose one of auto, {', '.join(FLAVOURS)}")
+    return value
 
 
 class MongoDB(Server):
-    """A MongoDB wire-protocol server: a real mongod if on PATH, else FerretDB on PostgreSQL.
+    """The ``mongodb`` service: whichever server MONGODB_SERVER selects.
 
-    FerretDB's PostgreSQL backend, its most mature one in v1, is several times
-    faster than its SQLite backend for lookups and updates by ``_id`` (measured
-    here: 2 ms against 8-17 ms per ``find_one`` on 500 documents), and it does
-    not report "database is closed" under concurrent writers.  It keeps its data
-    in the ``ferretdb`` database of the stack's PostgreSQL, so start PostgreSQL
-    first (``up`` does).
-
-    MongoDB itself is not in any package registry we can reach; FerretDB is built
-    from the Go module proxy, and the stack adds the ``_id`` index it needs
-    (``servers/ferretdb.py``).
+    Every flavour runs from (and names in its command line) ``data/mongodb``:
+    mongod's dbpath, FerretDB's state dir, SecantusDB's storage under
+    ``secantus/``. So ``down`` finds the running one even after the setting
+    changed; ``up`` says so when the running one is not the selected one.
     """
 
     name = "mongodb"
 
     def __init__(self, postgres: Postgres) -> None:
-        self.ferretdb = FerretDB(postgres)
+        self.flavours: dict[str, Flavour] = {
+            "mongod": Mongod(), "secantus": Secantus(), "ferretdb": FerretDB(postgres)}
+
+    @property
+    def flavour(self) -> Flavour:
+        return self.flavours[chosen_flavour()]
 
     @property
     def port(self) -> int:
         return url_port("MONGODB_URL", "mongodb://127.0.0.1:27017/streamapp", 27017)
 
-    @staticmethod
-    def mongod() -> str | None:
-        return shutil.which("mongod")
-
     def install(self) -> None:
-        if not self.mongod():
-            self.ferretdb.install()
+        self.flavour.install()
 
     def prepare(self) -> None:
         super().prepare()
-        if not self.mongod():
-            self.ferretdb.prepare(self.data)
+        self.flavour.prepare(self.data)
 
     def command(self) -> list[str]:
-        if mongod := self.mongod():
-            return [mongod, "--dbpath", str(self.data), "--bind_ip", BIND_HOST, "--port", str(self.port)]
-        return self.ferretdb.command(self.data, self.address)
+        return self.flavour.command(self.data, self.address)
 
     def signature(self) -> str:
         return str(self.data)
+
+    def start(self) -> bool:
+        if (pid := self.pid()) and self.flavour.flavour != self.running_flavour(pid):
+            say(f"{self.name}: {self.running_flavour(pid)} runs (pid {pid}), but MONGODB_SERVER selects "
+                f"{self.flavour.flavour}; `stack.py down mongodb` first to switch")
+        return super().start()
+
+    def running_flavour(self, pid: int) -> str:
+        binary = Path((proc_cmdline(pid) or "").split(" ", 1)[0]).name
+        return {"ferretdb": "ferretdb", "secantusd-rs": "secantus"}.get(binary, "mongod")
 
     def probe(self) -> str:
         from pymongo import MongoClient
@@ -69,5 +140,10 @@ class MongoDB(Server):
             info = client.admin.command("buildInfo")
         finally:
             client.close()
-        flavour = f"FerretDB {info['ferretdbVersion']}" if "ferretdbVersion" in info else f"MongoDB {info['version']}"
+        if "ferretdbVersion" in info:
+            flavour = f"FerretDB {info['ferretdbVersion']}"
+        elif "secantusVersion" in info:
+            flavour = f"SecantusDB {info['secantusVersion']}"
+        else:
+            flavour = f"MongoDB {info['version']}"
         return f"ping ok, {flavour}, {ms:.0f} ms"
