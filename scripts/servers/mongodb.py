@@ -1,94 +1,132 @@
-"""MongoDB's wire protocol: a real mongod if there is one, else FerretDB on the stack's PostgreSQL."""
+"""MongoDB's wire protocol: a real mongod, SecantusDB or FerretDB, chosen by MONGODB_SERVER.
+
+MongoDB itself is in no package registry the stack can reach, so unless a
+``mongod`` is on PATH the ``mongodb`` service is a stand-in:
+
+- ``secantus`` (the default stand-in): SecantusDB, built from crates.io
+  (``servers/secantus.py``);
+- ``ferretdb``: FerretDB 1.x on the stack's PostgreSQL, built from the Go
+  module proxy, with the ``_id`` index the stack adds (``servers/ferretdb.py``).
+
+``MONGODB_SERVER=auto`` (or unset) takes ``mongod`` when there is one, else
+the default stand-in; bench/README.md, "MongoDB stand-in", has the numbers
+behind the default. The app is the same against all of them: it speaks
+standard MongoDB and relies on nothing a stand-in does differently.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
-import urllib.parse
 from pathlib import Path
+from typing import Protocol
 
-from servers.common import BIND_HOST, CACHE, say, url_port
-from servers.install import run, tool
-from servers.postgres import FERRETDB_DATABASE, Postgres
-from servers.process import Server
+from servers.common import BIND_HOST, StackError, say, url_port
+from servers.ferretdb import FerretDB
+from servers.postgres import Postgres
+from servers.process import Server, proc_cmdline
+from servers.secantus import Secantus
+
+#: Values of MONGODB_SERVER besides "auto".
+FLAVOURS = ("mongod", "secantus", "ferretdb")
+#: What "auto" runs when there is no mongod on PATH.
+DEFAULT_STANDIN = "secantus"
+
+
+class Flavour(Protocol):
+    flavour: str
+
+    @property
+    def binary(self) -> Path: ...
+
+    def install(self) -> None: ...
+
+    def prepare(self, data: Path) -> None: ...
+
+    def command(self, data: Path, address: str) -> list[str]: ...
+
+
+class Mongod:
+    """A real mongod from PATH (installed by whoever has one)."""
+
+    flavour = "mongod"
+
+    @property
+    def binary(self) -> Path:
+        found = shutil.which("mongod")
+        if not found:
+            raise StackError("MONGODB_SERVER=mongod, but there is no mongod on PATH")
+        return Path(found)
+
+    def install(self) -> None:
+        """Nothing to install; fails early when there is no mongod."""
+        if not self.binary.exists():
+            raise StackError(f"{self.binary} is gone")
+
+    def prepare(self, data: Path) -> None:
+        pass
+
+    def command(self, data: Path, address: str) -> list[str]:
+        port = address.rsplit(":", 1)[1]
+        return [str(self.binary), "--dbpath", str(data), "--bind_ip", BIND_HOST, "--port", port]
+
+
+def chosen_flavour() -> str:
+    """The MONGODB_SERVER setting, with "auto" resolved."""
+    value = (os.environ.get("MONGODB_SERVER") or "auto").strip().lower()
+    if value == "auto":
+        return "mongod" if shutil.which("mongod") else DEFAULT_STANDIN
+    if value not in FLAVOURS:
+        raise StackError(f"MONGODB_SERVER={value!r}: choose one of auto, {', '.join(FLAVOURS)}")
+    return value
 
 
 class MongoDB(Server):
-    """A MongoDB wire-protocol server: a real mongod if on PATH, else FerretDB on PostgreSQL.
+    """The ``mongodb`` service: whichever server MONGODB_SERVER selects.
 
-    FerretDB's PostgreSQL backend, its most mature one in v1, is several times
-    faster than its SQLite backend for lookups and updates by ``_id`` (measured
-    here: 2 ms against 8-17 ms per ``find_one`` on 500 documents), and it does
-    not report "database is closed" under concurrent writers.  It keeps its data
-    in the ``ferretdb`` database of the stack's PostgreSQL, so start PostgreSQL
-    first (``up`` does).
-
-    MongoDB itself is not in any package registry we can reach; FerretDB is built
-    from the Go module proxy.
+    Every flavour runs from (and names in its command line) ``data/mongodb``:
+    mongod's dbpath, FerretDB's state dir, SecantusDB's storage under
+    ``secantus/``. So ``down`` finds the running one even after the setting
+    changed; ``up`` says so when the running one is not the selected one.
     """
 
     name = "mongodb"
-    ferretdb_module = "github.com/FerretDB/FerretDB"
-    ferretdb_version = "v1.24.2"
 
     def __init__(self, postgres: Postgres) -> None:
-        self.postgres = postgres  # FerretDB's backend
+        self.flavours: dict[str, Flavour] = {
+            "mongod": Mongod(), "secantus": Secantus(), "ferretdb": FerretDB(postgres)}
+
+    @property
+    def flavour(self) -> Flavour:
+        return self.flavours[chosen_flavour()]
 
     @property
     def port(self) -> int:
         return url_port("MONGODB_URL", "mongodb://127.0.0.1:27017/streamapp", 27017)
 
-    @property
-    def ferretdb(self) -> Path:
-        return CACHE / "bin" / "ferretdb"
-
-    @staticmethod
-    def mongod() -> str | None:
-        return shutil.which("mongod")
-
     def install(self) -> None:
-        if self.mongod() or self.ferretdb.exists():
-            return
-        self.build_ferretdb()
+        self.flavour.install()
 
-    def build_ferretdb(self) -> None:
-        """Build FerretDB from its module source with build/version/version.txt added.
-
-        `go install ...@version` builds a binary that panics at start because that
-        generated file is missing (FerretDB issue #2982), so we build a patched copy.
-        """
-        go = tool("go", "golang-go", ("/usr/local/go/bin",))
-        module = f"{self.ferretdb_module}@{self.ferretdb_version}"
-        say(f"building FerretDB {self.ferretdb_version} with Go (first time only)")
-        env = {**os.environ, "GOFLAGS": "-mod=mod"}
-        CACHE.mkdir(parents=True, exist_ok=True)
-        info = run([go, "mod", "download", "-json", module], cwd=CACHE, env=env).stdout
-        module_dir = Path(json.loads(info)["Dir"])
-        source = CACHE / "ferretdb-src"
-        shutil.rmtree(source, ignore_errors=True)
-        shutil.copytree(module_dir, source)
-        for path in [source, *source.rglob("*")]:  # the module cache is read-only
-            path.chmod(path.stat().st_mode | 0o200)
-        (source / "build" / "version" / "version.txt").write_text(self.ferretdb_version + "\n")
-        self.ferretdb.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.ferretdb.with_suffix(".partial")
-        run([go, "build", "-trimpath", "-o", str(partial), "./cmd/ferretdb"], cwd=source, env=env)
-        partial.replace(self.ferretdb)  # the binary doubles as the "build complete" marker
-        shutil.rmtree(source)
+    def prepare(self) -> None:
+        super().prepare()
+        self.flavour.prepare(self.data)
 
     def command(self) -> list[str]:
-        if mongod := self.mongod():
-            return [mongod, "--dbpath", str(self.data), "--bind_ip", BIND_HOST, "--port", str(self.port)]
-        pg = self.postgres
-        backend = f"postgres://{urllib.parse.quote(pg.role)}@127.0.0.1:{pg.port}/{FERRETDB_DATABASE}"
-        return [str(self.ferretdb), "--handler=postgresql", f"--postgresql-url={backend}",
-                f"--state-dir={self.data}", f"--listen-addr={self.address}", "--debug-addr=-",
-                "--telemetry=disable", "--log-level=error"]  # warn logs every unsupported command
+        return self.flavour.command(self.data, self.address)
 
     def signature(self) -> str:
         return str(self.data)
+
+    def start(self) -> bool:
+        if (pid := self.pid()) and self.flavour.flavour != self.running_flavour(pid):
+            say(f"{self.name}: {self.running_flavour(pid)} runs (pid {pid}), but MONGODB_SERVER selects "
+                f"{self.flavour.flavour}; `stack.py down mongodb` first to switch")
+        return super().start()
+
+    def running_flavour(self, pid: int) -> str:
+        binary = Path((proc_cmdline(pid) or "").split(" ", 1)[0]).name
+        return {"ferretdb": "ferretdb", "secantusd-rs": "secantus"}.get(binary, "mongod")
 
     def probe(self) -> str:
         from pymongo import MongoClient
@@ -102,5 +140,10 @@ class MongoDB(Server):
             info = client.admin.command("buildInfo")
         finally:
             client.close()
-        flavour = f"FerretDB {info['ferretdbVersion']}" if "ferretdbVersion" in info else f"MongoDB {info['version']}"
+        if "ferretdbVersion" in info:
+            flavour = f"FerretDB {info['ferretdbVersion']}"
+        elif "secantusVersion" in info:
+            flavour = f"SecantusDB {info['secantusVersion']}"
+        else:
+            flavour = f"MongoDB {info['version']}"
         return f"ping ok, {flavour}, {ms:.0f} ms"

@@ -88,10 +88,10 @@ class Postgres(Server):
     def signature(self) -> str:
         return str(self.data)
 
-    def psql(self, sql: str) -> str:
+    def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL as the superuser over the private unix socket."""
         return run([str(self.bindir() / "psql"), "-h", str(self.socket_dir), "-p", str(self.port),
-                    "-U", self.superuser, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-tAc", sql]).stdout.strip()
+                    "-U", self.superuser, "-d", database, "-v", "ON_ERROR_STOP=1", "-tAc", sql]).stdout.strip()
 
     def healthy(self) -> str:
         """Cheap check while starting: the superuser can run a query over the socket."""

@@ -15,9 +15,9 @@ at a time: FerretDB v1 answers ``_id`` equality from its primary key but
 scans the collection for ``_id: {$in: [...]}``.  The figures: bench/README.md,
 "FerretDB write and lookup costs".
 
-The code sticks to what both MongoDB and FerretDB (the local stack's
-wire-compatible server) support: no transactions, no change streams, and
-only ``$sum``/``$count`` in ``$group``.
+The code sticks to standard MongoDB, and within it to what FerretDB (one of
+the local stack's wire-compatible stand-ins) supports too: no transactions,
+no change streams, and only ``$sum``/``$count`` in ``$group``.
 """
 from __future__ import annotations
 
@@ -192,9 +192,10 @@ class MongoStore(StoreBase):
             for part, fields in (("content_v", title["content"] and _content(*title["content"])),
                                  ("status_v", _status(*title["status"]))):
                 if fields:
-                    updates.append({"q": {"_id": movie_id, "$or": [
-                                        {part: {"$lt": fields[part]}},
-                                        {part: {"$exists": False}}]},
+                    # Older or missing: one range condition next to ``_id``,
+                    # not an ``$or``, under which some servers' planners
+                    # leave the ``_id`` index and scan the collection.
+                    updates.append({"q": {"_id": movie_id, part: {"$not": {"$gte": fields[part]}}},
                                     "u": {"$set": fields}})
         if updates:
             await self._update_many(updates, ordered=True)
