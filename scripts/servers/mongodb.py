@@ -3,7 +3,7 @@
 MongoDB itself is in no package registry the stack can reach, so unless a
 ``mongod`` is on PATH the ``mongodb`` service is a stand-in:
 
-- ``secantus`` (the default stand-in): SecantusDB, built from crates.io
+- ``secantus``: SecantusDB, built from crates.io
   (``servers/secantus.py``);
 - ``ferretdb``: FerretDB 1.x on the stack's PostgreSQL, built from the Go
   module proxy, with the ``_id`` index the stack adds (``servers/ferretdb.py``).
@@ -31,7 +31,7 @@ from servers.secantus import Secantus
 #: Values of MONGODB_SERVER besides "auto".
 FLAVOURS = ("mongod", "secantus", "ferretdb")
 #: What "auto" runs when there is no mongod on PATH.
-DEFAULT_STANDIN = "secantus"
+DEFAULT_STANDIN = "ferretdb"
 
 
 class Flavour(Protocol):
