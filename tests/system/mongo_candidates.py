@@ -107,7 +107,9 @@ def latency(samples: List[float]) -> Dict[str, float]:
             "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 3)}
 
 
-async def measure(url: str, count: int, args: argparse.Namespace) -> dict:
+async def measure(url: str, count: int, batch: int = 100, edits: int = 2000,
+                  budget: float = 60.0, ops: int = 200, database: str = DATABASE) -> dict:
+    """The four steps on a catalog of ``count`` titles in ``database`` (emptied first, dropped after)."""
     rng = random.Random(SEED)
     clock = Clock()
     made = time.perf_counter()
@@ -115,19 +117,19 @@ async def measure(url: str, count: int, args: argparse.Namespace) -> dict:
     ids = list(catalog.order)
     generated_s = time.perf_counter() - made
 
-    store = MongoStore(with_database(url, DATABASE))
+    store = MongoStore(with_database(url, database))
     client = store.new_client()
-    await client.drop_database(DATABASE)
+    await client.drop_database(database)
     try:
         await store.connect()
         result: dict = {"titles": count, "generated_s": round(generated_s, 1)}
         load = [catalog.titles[m].event(clock.base()) for m in ids]
-        result["load"] = await timed_batches(store, load, args.batch, float("inf"))
+        result["load"] = await timed_batches(store, load, batch, float("inf"))
 
-        edits = [catalog.edit(rng.choice(ids), rng).event(clock.base()) for _ in range(args.edits)]
-        result["edits"] = await timed_batches(store, edits, args.batch, args.budget)
+        edited = [catalog.edit(rng.choice(ids), rng).event(clock.base()) for _ in range(edits)]
+        result["edits"] = await timed_batches(store, edited, batch, budget)
 
-        rated = rng.sample(ids, min(args.edits, count))
+        rated = rng.sample(ids, min(edits, count))
         started = time.perf_counter()
         await store.write_rating_totals({m: (1, 7) for m in rated})
         first = time.perf_counter() - started
@@ -138,9 +140,9 @@ async def measure(url: str, count: int, args: argparse.Namespace) -> dict:
                                 "new_per_s": round(len(rated) / first, 1),
                                 "update_per_s": round(len(rated) / again, 1)}
 
-        movies = client[DATABASE]["movies"]
+        movies = client[database]["movies"]
         sets, finds = [], []
-        for i in range(args.ops):
+        for i in range(ops):
             movie_id = rng.choice(ids)
             started = time.perf_counter()
             await movies.update_one({"_id": movie_id}, {"$set": {"runtime_min": 90 + i % 60}})
@@ -150,12 +152,12 @@ async def measure(url: str, count: int, args: argparse.Namespace) -> dict:
             finds.append(time.perf_counter() - started)
         result["single_set"] = latency(sets)
         result["find_by_id"] = latency(finds)
-        stats = await client[DATABASE].command("collStats", "movies")
+        stats = await client[database].command("collStats", "movies")
         result["stored_documents"] = stats.get("count")
         return result
     finally:
         await store.close()
-        await client.drop_database(DATABASE)
+        await client.drop_database(database)
         await client.close()
 
 
@@ -166,7 +168,7 @@ async def server_info(url: str) -> dict:
         hello = await client.admin.command("hello")
     finally:
         await client.close()
-    flavour = {k: info[k] for k in ("version", "ferretdbVersion") if k in info}
+    flavour = {k: info[k] for k in ("version", "ferretdbVersion", "secantusVersion") if k in info}
     return {**flavour, "maxWireVersion": hello.get("maxWireVersion")}
 
 
@@ -174,7 +176,7 @@ async def run(args: argparse.Namespace) -> dict:
     report: dict = {"url": args.url, "server": await server_info(args.url),
                     "batch": args.batch, "sizes": []}
     for count in args.titles:
-        result = await measure(args.url, count, args)
+        result = await measure(args.url, count, args.batch, args.edits, args.budget, args.ops)
         print(json.dumps(result), file=sys.stderr, flush=True)
         report["sizes"].append(result)
     return report

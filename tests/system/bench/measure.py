@@ -178,6 +178,8 @@ class CpuAccount:
         cmd = " ".join(proc.info.get("cmdline") or []).lower()
         if "ferretdb" in name:
             return "ferretdb (mongodb)"
+        if name.startswith(("secantusd", "mongod")):
+            return f"{name} (mongodb)"
         if name.startswith("postgres"):
             # FerretDB on PostgreSQL keeps its collections in the "ferretdb" database.
             return "postgres (ferretdb's backend)" if " ferretdb " in f" {cmd} " else "postgres"

@@ -23,7 +23,7 @@ class Pinning:
     machine, as the targets were set on it.
     """
 
-    SERVERS = ("java", "ferretdb", "postgres", "redis-server")
+    SERVERS = ("java", "ferretdb", "secantusd", "mongod", "postgres", "redis-server")
 
     def __init__(self) -> None:
         cpus = sorted(os.sched_getaffinity(0))

@@ -25,6 +25,8 @@ from tests.system.bench.pipeline import pipeline_env, run_pipeline
 from tests.system.bench.procs import RUNNING, pin_stack, stop_worker, unpin
 from tests.system.bench.report import empty_results, output_name, render_profile, summarise, write_results
 from tests.system.bench.sustained import pass_sustained
+from tests.system.bench.titles import pass_mongo_titles
+from tests.system.mongo_candidates import server_info
 
 
 def single_run_lock():
@@ -47,7 +49,7 @@ def single_run_lock():
 
 
 #: Passes in the order they run (``--passes`` picks a subset).
-PASSES = ("ceiling", "passthrough", PEER, "per_event", "pipeline", "sustained")
+PASSES = ("ceiling", "passthrough", PEER, "per_event", "pipeline", "sustained", "mongo_titles")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -120,7 +122,8 @@ class BenchRun:
                                   "topic_partitions": cfg.topic_partitions,
                                   "audit_in_worker": cfg.audit_in_worker,
                                   "table_store": cfg.table_store,
-                                  "worker_pinned_to_own_core": bool(args.pin_worker)}
+                                  "worker_pinned_to_own_core": bool(args.pin_worker),
+                                  "mongodb_server": await server_info(self.base["MONGODB_URL"])}
         self.summary = summary
         self.total = summary["events"]
 
@@ -154,6 +157,8 @@ class BenchRun:
         if "per_event" in args.passes:
             await self.per_event()
         await self.pipeline()
+        if "mongo_titles" in args.passes:
+            await self.attempt("mongo_titles", pass_mongo_titles(self.base))
 
     async def passthroughs(self, suffix: str) -> None:
         """Pass 2 and the peer pass (Quix Streams), one after the other."""
