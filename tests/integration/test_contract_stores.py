@@ -228,7 +228,7 @@ async def generated(worker, cfg, stores):
         await stores.audit.refresh()
         seen["audited"] = await stores.audit.count(doc_kind="event")
         return seen["stored"] == len(accounts) and seen["audited"] >= len(events)
-    if not await wait_until(landed, timeout=90, interval=1):
+    if not await wait_until(landed, timeout=180, interval=1):
         letters = [(d["x-reason"], d["x-detail"]) for d in await dead_letters(cfg)]
         pytest.fail(f"not every event landed: {seen}, of {len(accounts)} account events and "
                     f"{len(events)} events; dead letters: {letters[:10]}")
