@@ -117,6 +117,11 @@ class Settings:
     #: Replication factor of our topics; 1 on a single local broker, 3 on a
     #: real cluster.
     topic_replicas: int = field(default_factory=lambda: _env_int("TOPIC_REPLICAS", 1))
+    #: Bytes each partition of an event topic keeps before Kafka deletes its
+    #: oldest records.  Event topics are kept by size, never by time
+    #: (``streamapp.topics.event_topic_config``).
+    topic_retention_bytes: int = field(default_factory=lambda: _env_int(
+        "TOPIC_RETENTION_BYTES", 1 << 30))
     #: How often the consumer refreshes cluster metadata even when nothing
     #: asks it to.  A group leader that assigns partitions from metadata
     #: missing a topic (a broker's answer during a rebalance on the

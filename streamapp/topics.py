@@ -16,7 +16,7 @@ from typing import Any, Dict, FrozenSet
 from faust.types import TopicT
 
 from .app import app
-from .config import settings
+from .config import Settings, settings
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,19 @@ TYPES_OF_TOPIC: Dict[str, FrozenSet[str]] = {s.topic_name: s.event_types for s i
 ACCOUNT_STREAMS = ("users", "subscriptions", "payments", "preferences")
 
 
+def event_topic_config(cfg: Settings = settings) -> Dict[str, str]:
+    """Kafka configs of the topics producers write events to: kept by size.
+
+    Producers set each record's timestamp to the event's ``occurred_at``
+    (docs/events.md), which may be years old.  Kafka's default deletes by
+    record time (7 days): its next retention check deletes a partition whose
+    newest record is that old, read or not, and a consumer behind it resets
+    past the hole (S2 held back by a store outage, the audit trail behind
+    S2).  Size-based retention deletes in log order only.
+    """
+    return {"retention.ms": "-1", "retention.bytes": str(cfg.topic_retention_bytes)}
+
+
 def _topic(*names: str, output: bool = False, **kwargs: Any) -> TopicT:
     full = settings.output_topic if output else settings.topic
     return app.topic(
@@ -61,6 +74,8 @@ def _topic(*names: str, output: bool = False, **kwargs: Any) -> TopicT:
         partitions=settings.topic_partitions,
         replicas=settings.topic_replicas,
         internal=True,  # declared (created) by the worker with our partition count
+        # S2's own topics carry the time S2 wrote them: Kafka's time retention is right.
+        config=None if output else event_topic_config(),
         **kwargs,
     )
 

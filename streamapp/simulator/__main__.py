@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..config import Settings, settings
 from ..connections import kafka_client_options
-from ..topics import STREAMS
+from ..topics import STREAMS, event_topic_config
 from .profiles import PROFILES
 from .replay import Replay
 from .world import World
@@ -77,10 +77,11 @@ async def ensure_topics(bootstrap: str, cfg: Settings = settings) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        names = [s.topic_name for s in STREAMS.values()] + [
-            settings.output_topic("deadletter"), settings.output_topic("outcomes")]
-        missing = [NewTopic(n, settings.topic_partitions, settings.topic_replicas)
-                   for n in names if n not in existing]
+        events = [cfg.topic(name) for name in STREAMS]
+        outputs = [cfg.output_topic("deadletter"), cfg.output_topic("outcomes")]
+        missing = [NewTopic(n, cfg.topic_partitions, cfg.topic_replicas,
+                            topic_configs=event_topic_config(cfg) if n in events else {})
+                   for n in events + outputs if n not in existing]
         if missing:
             await admin.create_topics(missing)
     finally:

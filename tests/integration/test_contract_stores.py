@@ -87,23 +87,20 @@ async def outcome_messages(cfg) -> List[bytes]:
 
 @pytest.fixture(scope="module")
 async def topics(cfg):
-    """The namespace's topics, made before the worker starts: on a busy
-    shared broker a worker that creates them itself can be assigned before
-    they show in its metadata, and then never reads them ("Ignoring missing
-    topic")."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    """The namespace's topics, made as the simulator makes them, before the
+    worker starts: on a busy shared broker a worker that creates them itself
+    can be assigned before they show in its metadata, and then never reads
+    them ("Ignoring missing topic")."""
+    from aiokafka.admin import AIOKafkaAdminClient
 
+    from streamapp.simulator.__main__ import ensure_topics
     from streamapp.topics import STREAMS
+    await ensure_topics(cfg.kafka_bootstrap, cfg)
     admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
     await admin.start()
     try:
         names = [cfg.topic(name) for name in STREAMS] + [
             cfg.output_topic("deadletter"), cfg.output_topic("outcomes")]
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(n, cfg.topic_partitions, cfg.topic_replicas)
-                   for n in names if n not in existing]
-        if missing:
-            await admin.create_topics(missing)
 
         async def listed():
             return set(names) <= set(await admin.list_topics())
