@@ -5,6 +5,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import isolated_env  # noqa: E402
@@ -24,3 +26,29 @@ def pytest_sessionfinish(session, exitstatus):
     if USED_STACK[0]:
         asyncio.run(drop_namespaces(CREATED))
         asyncio.run(drop_databases(sorted(DATABASES)))
+
+
+#: Where each test module's workers start in ``harness.STARTED``.
+_MODULE_FIRST_WORKER: dict = {}
+
+
+def pytest_runtest_setup(item):
+    from harness import STARTED
+
+    _MODULE_FIRST_WORKER.setdefault(item.module.__name__, len(STARTED))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test's report quotes its module's worker logs (their
+    warnings, rebalances, watchdog lines): on a CI machine they are the only
+    trace of what the workers saw."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    from harness import STARTED
+
+    for worker in STARTED[_MODULE_FIRST_WORKER.get(item.module.__name__, 0):]:
+        report.sections.append((f"notable lines of {worker.log_path.name} (port {worker.port})",
+                                worker.notable()))

@@ -333,6 +333,16 @@ def stores_for(env: Dict[str, str]):
 FAUST_WORKER = ("-m", "faust", "-A", "streamapp", "worker", "-l", "info")
 
 
+#: Every worker process this session started, in order: a failing test's
+#: report quotes the notable lines of their logs (``tests/conftest.py``).
+STARTED: List[Worker] = []
+
+#: Log lines worth quoting when a test fails: problems, rebalances, the
+#: watchdog, and Kafka resetting a consumer's position.
+NOTABLE = re.compile(r"WARNING|ERROR|CRITICAL|Traceback|watchdog|stalled|set aside|"
+                     r"Revoking|newly assigned|out of range|Resetting offset|rebalanc", re.I)
+
+
 class Worker:
     """A real ``faust -A streamapp worker`` process (or another ``argv``)."""
 
@@ -351,6 +361,7 @@ class Worker:
         # A restarted worker appends to the same log: only lines after this
         # point tell whether *this* process is ready.
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        STARTED.append(self)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, *self.argv], cwd=ROOT, env=self.env, stdout=log,
@@ -372,6 +383,14 @@ class Worker:
 
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def notable(self, n: int = 60) -> str:
+        """The last ``n`` notable lines of this worker's log (``NOTABLE``)."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError as exc:
+            return f"(no log: {exc})"
+        return "\n".join([line[:300] for line in lines if NOTABLE.search(line)][-n:])
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:
