@@ -460,6 +460,51 @@ def expected_vs_tally(summary: dict, tally: dict) -> List[str]:
     return diffs
 
 
+async def catalog_gaps(cfg, stores) -> List[str]:
+    """Titles the catalog topic holds that MongoDB lacks (or holds without a
+    title), each with its events' partition, offset and type and the
+    consumer group's committed offset there: what to look at when a count
+    of movies comes up short."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from streamapp.connections import kafka_client_options
+
+    topic = cfg.topic("catalog")
+    consumer = AIOKafkaConsumer(topic, **kafka_client_options(cfg), auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    events: Dict[str, List[str]] = {}
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=2000, max_records=5000)
+            if not batches:
+                break
+            for tp, records in batches.items():
+                for r in records:
+                    body = json.loads(r.value)
+                    events.setdefault(body.get("movie_id"), []).append(
+                        f"{tp.partition}@{r.offset} {body.get('type')} {body.get('occurred_at')}")
+    finally:
+        await consumer.stop()
+    admin = AIOKafkaAdminClient(**kafka_client_options(cfg))
+    await admin.start()
+    try:
+        committed = {tp.partition: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(
+            cfg.app_id)).items() if tp.topic == topic}
+    finally:
+        await admin.close()
+    movies = await stores.mongo.movies()
+    docs = {d["_id"]: d async for d in movies.find({"_id": {"$in": list(events)}})}
+    gaps = []
+    for movie_id, seen in sorted(events.items()):
+        doc = docs.get(movie_id)
+        if doc is None or "title" not in doc:
+            held = "no document" if doc is None else f"a document without a title: {sorted(doc)}"
+            gaps.append(f"{movie_id}: {held}; events {seen}; committed {committed}")
+    return gaps
+
+
 def api_headers(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """Headers a test client sends to the read API: the first configured
     bearer token (``API_TOKENS`` of ``env``, default this process's

@@ -25,6 +25,7 @@ from yarl import URL
 from harness import (
     Worker,
     api_headers,
+    catalog_gaps,
     expected_vs_tally,
     isolated_env,
     reset_stores,
@@ -433,8 +434,9 @@ async def test_title_requests_reach_the_worker_that_counts_the_title(tmp_path):
 
             async def caught_up():
                 return not expected_vs_tally(summary, await tally(stores, cfg))
-            assert await wait_until(caught_up, timeout=60), \
-                expected_vs_tally(summary, await tally(stores, cfg))
+            assert await wait_until(caught_up, timeout=60), (
+                expected_vs_tally(summary, await tally(stores, cfg)),
+                await catalog_gaps(cfg, stores))
 
             pool = await stores.postgres.pool()
             totals = {r["movie_id"]: r["votes"] for r in await pool.fetch(
