@@ -150,7 +150,10 @@ async def test_pgadmin_shows_the_users_table(db_tools, browser):
                     return
                 except Exception:
                     continue
-            raise AssertionError(f"pgAdmin's tree did not open {name}")
+            await page.screenshot(path=ARTIFACTS / "pgadmin-failed.png")
+            dialogs = await page.locator('[role="dialog"], .modal').all_inner_texts()
+            raise AssertionError(f"pgAdmin's tree did not open {name}; dialogs: {dialogs}; "
+                                 f"tree: {await page.locator('.file-name').all_inner_texts()}")
 
         # Servers > streamapp (pre-registered) > Databases > the app's database > ...
         for depth, name in enumerate(["Servers", "streamapp", "Databases", seeded["database"],
