@@ -460,48 +460,68 @@ def expected_vs_tally(summary: dict, tally: dict) -> List[str]:
     return diffs
 
 
+async def _read_topic(cfg, topic: str) -> list:
+    """Every record of ``topic``, from its beginning to its end now."""
+    from aiokafka import AIOKafkaConsumer
+
+    from streamapp.connections import kafka_client_options
+
+    consumer = AIOKafkaConsumer(topic, **kafka_client_options(cfg), auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    found = []
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=2000, max_records=5000)
+            if not batches:
+                return found
+            found.extend(r for records in batches.values() for r in records)
+    finally:
+        await consumer.stop()
+
+
 async def catalog_gaps(cfg, stores) -> List[str]:
     """Titles the catalog topic holds that MongoDB lacks (or holds without a
-    title), each with its events' partition, offset and type and the
-    consumer group's committed offset there: what to look at when a count
-    of movies comes up short."""
-    from aiokafka import AIOKafkaConsumer
+    title): each with its events' partition, offset and type, what S2's
+    outcome messages say of them, and the group's committed offsets; what to
+    look at when a count of movies comes up short (a lost event or a lost
+    write)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     from streamapp.connections import kafka_client_options
 
     topic = cfg.topic("catalog")
-    consumer = AIOKafkaConsumer(topic, **kafka_client_options(cfg), auto_offset_reset="earliest",
-                                enable_auto_commit=False)
-    await consumer.start()
-    events: Dict[str, List[str]] = {}
-    try:
-        while True:
-            batches = await consumer.getmany(timeout_ms=2000, max_records=5000)
-            if not batches:
-                break
-            for tp, records in batches.items():
-                for r in records:
-                    body = json.loads(r.value)
-                    events.setdefault(body.get("movie_id"), []).append(
-                        f"{tp.partition}@{r.offset} {body.get('type')} {body.get('occurred_at')}")
-    finally:
-        await consumer.stop()
+    events: Dict[str, List[tuple]] = {}
+    for r in await _read_topic(cfg, topic):
+        body = json.loads(r.value)
+        events.setdefault(body.get("movie_id"), []).append(
+            (body.get("event_id"), f"{r.partition}@{r.offset} {body.get('type')}"))
     admin = AIOKafkaAdminClient(**kafka_client_options(cfg))
     await admin.start()
     try:
-        committed = {tp.partition: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(
-            cfg.app_id)).items() if tp.topic == topic}
+        committed = {tp.partition: meta.offset for tp, meta in (
+            await admin.list_consumer_group_offsets(cfg.app_id)).items() if tp.topic == topic}
     finally:
         await admin.close()
     movies = await stores.mongo.movies()
     docs = {d["_id"]: d async for d in movies.find({"_id": {"$in": list(events)}})}
+    missing = {movie_id: seen for movie_id, seen in events.items()
+               if movie_id not in docs or "title" not in docs[movie_id]}
+    if not missing:
+        return []
+    wanted = {event_id for seen in missing.values() for event_id, _ in seen}
+    said: Dict[str, List[str]] = {}
+    for r in await _read_topic(cfg, cfg.output_topic("outcomes")):
+        body = json.loads(r.value)
+        for listed in body.get("events", []):
+            if listed[0] in wanted:
+                said.setdefault(listed[0], []).append(f"{body.get('store')}:{body.get('status')}")
     gaps = []
-    for movie_id, seen in sorted(events.items()):
+    for movie_id, seen in sorted(missing.items()):
         doc = docs.get(movie_id)
-        if doc is None or "title" not in doc:
-            held = "no document" if doc is None else f"a document without a title: {sorted(doc)}"
-            gaps.append(f"{movie_id}: {held}; events {seen}; committed {committed}")
+        held = "no document" if doc is None else f"a document without a title: {sorted(doc)}"
+        told = [f"{where} outcomes {said.get(event_id, [])}" for event_id, where in seen]
+        gaps.append(f"{movie_id}: {held}; events {told}; committed {committed}")
     return gaps
 
 
