@@ -18,12 +18,15 @@ os.environ.setdefault("TABLE_STORE", "memory://")  # unit tests; workers get roc
 
 def pytest_sessionfinish(session, exitstatus):
     """Drop every namespace the session made (topics, changelogs, Redis keys,
-    audit indices) and its databases; nothing when no test used the stack."""
+    audit indices) and its databases; nothing when no test used the stack.
+    ``TEST_KEEP_NAMESPACES=1`` keeps them, to look into after a failure."""
     import asyncio
 
     from harness import CREATED, DATABASES, USED_STACK, drop_databases, drop_namespaces
 
-    if USED_STACK[0]:
+    if USED_STACK[0] and os.environ.get("TEST_KEEP_NAMESPACES"):
+        print(f"\nkept the namespaces {', '.join(CREATED)} and databases {', '.join(sorted(DATABASES))}")
+    elif USED_STACK[0]:
         asyncio.run(drop_namespaces(CREATED))
         asyncio.run(drop_databases(sorted(DATABASES)))
 

@@ -339,8 +339,8 @@ STARTED: List[Worker] = []
 
 #: Log lines worth quoting when a test fails: problems, rebalances, the
 #: watchdog, and Kafka resetting a consumer's position.
-NOTABLE = re.compile(r"WARNING|ERROR|CRITICAL|Traceback|watchdog|stalled|set aside|"
-                     r"Revoking|newly assigned|out of range|Resetting offset|rebalanc", re.I)
+NOTABLE = re.compile(r"\[(WARNING|ERROR|CRITICAL)\]|Traceback|watchdog|stalled|set aside|"
+                     r"Revoking|newly assigned|out of range|Resetting offset|rebalanc")
 
 
 class Worker:
@@ -534,16 +534,19 @@ def api_headers(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return {"Authorization": f"Bearer {tokens[0]}"} if tokens else {}
 
 
-async def measure(env: Dict[str, str], summary: dict, with_audit: bool = True) -> Dict[str, int]:
-    """Compare stores with the summary; returns the scenario line's numbers."""
+async def measure(env: Dict[str, str], summary: dict, with_audit: bool = True,
+                  settle_s: float = 900) -> Dict[str, object]:
+    """Compare stores with the summary; returns the scenario line's numbers,
+    and under ``unsettled`` what still differed after ``settle_s`` seconds."""
     from streamapp.tally import tally
 
     stores, cfg = stores_for(env), settings_for(env)
     try:
         async def settled():
             return not expected_vs_tally(summary, await tally(stores, cfg))
-        await wait_until(settled, timeout=900, interval=5)
+        await wait_until(settled, timeout=settle_s, interval=5)
         counts = await tally(stores, cfg)
+        unsettled = expected_vs_tally(summary, counts)
         expect = summary["expect"]
         pg_expected = (sum(n for t, n in summary["per_type"].items()
                            if t.split(".")[0] in ("user", "subscription", "payment", "preference"))
@@ -581,6 +584,7 @@ async def measure(env: Dict[str, str], summary: dict, with_audit: bool = True) -
             "stored_redis": redis_stored, "stored_audit": audit_stored,
             "lost": sum(max(0, want - got) for want, got in pairs),
             "duplicated": sum(max(0, got - want) for want, got in pairs),
+            "unsettled": unsettled,
         }
     finally:
         await stores.close()

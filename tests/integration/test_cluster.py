@@ -65,7 +65,7 @@ async def test_two_workers_survive_losing_one(tmp_path):
         workers[1].kill(signal.SIGKILL)  # its partitions move to worker 0
         assert await asyncio.wait_for(sim.wait(), 120) == 0
         summary = json.loads(summary_path.read_text())
-        result = await measure(env, summary)
+        result = await measure(env, summary, settle_s=150)
         assert result["lost"] == 0 and result["duplicated"] == 0, result
         assert result["produced"] == summary["valid"]
         assert workers[0].proc.poll() is None, workers[0].tail()
@@ -137,7 +137,7 @@ async def test_two_workers_starting_together_read_a_backlog_from_its_first_event
         stalls = [line for line in logs.splitlines() if "stalled partitions" in line]
         assert not any("committed=None" in line for line in stalls), stalls
         assert done, expected_vs_tally(summary, await tally(stores, cfg))
-        result = await measure(env, summary, with_audit=False)
+        result = await measure(env, summary, with_audit=False, settle_s=150)
         assert result["lost"] == 0 and result["duplicated"] == 0, result
     finally:
         await stores.close()

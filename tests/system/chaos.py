@@ -142,7 +142,8 @@ def run_scenarios(scenarios: Dict[str, Callable], names: List[str]) -> int:
             print(f"scenario={name} error={type(exc).__name__}: {exc}", flush=True)
             failed = True
             continue
-        print(f"scenario={name} " + " ".join(f"{k}={v}" for k, v in result.items()), flush=True)
+        print(f"scenario={name} " + " ".join(f"{k}={v}" for k, v in result.items()
+                                             if k != "unsettled" or v), flush=True)
         print(f"({name} took {time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
         failed |= bool(result["lost"] or result["duplicated"])
     asyncio.run(drop_namespaces(CREATED))
