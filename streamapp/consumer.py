@@ -67,6 +67,10 @@ log = logging.getLogger(__name__)
 #: (setup.cfg pins it).
 FAUST_VERSION = "0.15.3"
 
+#: How long a seek waits for the fetch loop to let go of its batch (it does
+#: so at its next message once the flow stops).
+SEEK_WAIT_S = 30.0
+
 
 class SafeAckConsumer(AIOKafkaConsumer):
     """aiokafka consumer whose commits never pass an unprocessed event."""
@@ -79,6 +83,11 @@ class SafeAckConsumer(AIOKafkaConsumer):
         super().__init__(*args, **kwargs)
         #: Per partition, the first offset delivered since its last seek.
         self._first_read: Dict[TP, int] = {}
+        #: Set while the fetch loop holds no fetched message (between batches).
+        self._drain_idle = asyncio.Event()
+        self._drain_idle.set()
+        #: A seek is under way: the fetch loop abandons what it holds.
+        self._seek_pending = False
 
     def _flowing(self) -> bool:
         """The consumer and the streams both run (no rebalance or recovery on)."""
@@ -100,12 +109,13 @@ class SafeAckConsumer(AIOKafkaConsumer):
         the streams are suspended: never held.
         """
         generation = self.app.consumer_generation_id
-        if message.generation_id != generation:
+        if message.generation_id != generation or self._seek_pending:
             return False
         if not self.app.topics.acks_enabled_for(message.topic):
             return True
         while not self._flowing():
-            if self.should_stop or self.app.consumer_generation_id != generation:
+            if (self.should_stop or self._seek_pending
+                    or self.app.consumer_generation_id != generation):
                 return False
             await asyncio.sleep(0.05)
         return True
@@ -172,6 +182,36 @@ class SafeAckConsumer(AIOKafkaConsumer):
         await super().seek(partition, offset)
 
     async def perform_seek(self) -> None:
+        """Faust's seek to the committed offsets, with nothing delivered meanwhile.
+
+        Faust can call this with the flow running: when a rebalance needs no
+        table recovery it resumes the flow (and the newly assigned
+        partitions) before it seeks, and the seek took 1.5 s on a busy
+        machine.  Meanwhile the fetch loop delivered from the old positions
+        and commits ran, while the seek moved the positions and reset the
+        read and committed offsets.  After such a seek, partitions stood
+        still with their commit 2 to 6 events short of their acknowledged
+        head until the watchdog's rebalance (``test_cluster.py``).  So the
+        flow stops, the fetch loop lets go of its batch (everything in it is
+        at or past the committed offset, so the seek brings it back), the
+        seek runs, and the flow resumes.
+        """
+        flowing = self.flow_active
+        if flowing:
+            self._seek_pending = True
+            self.stop_flow()
+            try:
+                await asyncio.wait_for(self._drain_idle.wait(), SEEK_WAIT_S)
+            except TimeoutError:
+                log.warning("seek: the fetch loop still held a batch after %.0f s", SEEK_WAIT_S)
+        try:
+            await self._seek_to_committed()
+        finally:
+            if flowing:
+                self._seek_pending = False
+                self.resume_flow()
+
+    async def _seek_to_committed(self) -> None:
         await super().perform_seek()
         self._first_read.clear()
         if self.app.conf.consumer_auto_offset_reset != "earliest":
@@ -207,6 +247,7 @@ class SafeAckConsumer(AIOKafkaConsumer):
         deliver = self._deliver
         wait_current = self._wait_current
         first_read = self._first_read
+        drain_idle = self._drain_idle
 
         yield_every = 100
         num_since_yield = 0
@@ -214,11 +255,13 @@ class SafeAckConsumer(AIOKafkaConsumer):
 
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
+                drain_idle.set()  # changed: see perform_seek
                 set_flag(flag_consumer_fetching)
                 ait = cast(AsyncIterator, getmany(timeout=1.0))
                 await self.sleep(0)
                 if not self.should_stop:
                     async for tp, message in ait:
+                        drain_idle.clear()  # changed: see perform_seek
                         num_since_yield += 1
                         if num_since_yield > yield_every:
                             await sleep(0)
@@ -260,6 +303,7 @@ class SafeAckConsumer(AIOKafkaConsumer):
             self.log.exception("Drain messages raised: %r", exc)
             raise
         finally:
+            drain_idle.set()
             unset_flag(flag_consumer_fetching)
 
 

@@ -150,3 +150,35 @@ def test_install_gives_the_app_the_safe_consumer(monkeypatch):
     monkeypatch.setattr(faust, "__version__", "0.0.0")
     assert not module.install(other)
     assert other.transport.Consumer is before
+
+
+async def test_a_seek_waits_for_the_fetch_loop_to_let_go_of_its_batch(consumer):
+    """Faust seeks with the flow running when a rebalance needs no table
+    recovery: nothing may be delivered from the old positions meanwhile."""
+    consumer.resume_flow()
+    seen = []
+
+    async def seek():
+        seen.append(("seek", consumer.flow_active))
+    consumer._seek_to_committed = seek
+    consumer._drain_idle.clear()  # the fetch loop holds a batch
+    seeking = asyncio.ensure_future(consumer.perform_seek())
+    await asyncio.sleep(0.1)
+    assert not seen and not consumer.flow_active
+    assert await consumer._wait_current(message(5)) is False  # the batch is let go
+    consumer._drain_idle.set()
+    await asyncio.wait_for(seeking, 2)
+    assert seen == [("seek", False)]
+    assert consumer.flow_active and not consumer._seek_pending
+
+
+async def test_a_seek_during_a_rebalance_leaves_the_flow_to_faust(consumer):
+    consumer.stop_flow()
+    consumer._drain_idle.clear()
+    seen = []
+
+    async def seek():
+        seen.append("seek")
+    consumer._seek_to_committed = seek
+    await asyncio.wait_for(consumer.perform_seek(), 1)
+    assert seen == ["seek"] and not consumer.flow_active
