@@ -117,9 +117,13 @@ class FerretDB:
         """Index ``_id`` in FerretDB's database, before FerretDB connects.
 
         Needs the stack's PostgreSQL (its superuser, over its socket); with
-        another PostgreSQL FerretDB still runs, without the index.
+        another PostgreSQL FerretDB still runs, without the index.  ``up``
+        launches PostgreSQL just before, so this waits until it answers (on a
+        fresh machine the index was skipped: the socket was not there yet).
         """
         try:
+            if self.postgres.pid():
+                self.postgres.wait_healthy()
             self.postgres.psql(ID_INDEX_SQL, database=FERRETDB_DATABASE)
             self.postgres.psql(f"ALTER DATABASE {quote_ident(FERRETDB_DATABASE)} "
                                "SET plan_cache_mode = force_custom_plan")

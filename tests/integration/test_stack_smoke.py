@@ -51,6 +51,27 @@ async def test_mongodb_round_trip(stores):
     assert await stores.mongo.ping()
 
 
+async def test_ferretdb_tables_get_the_stacks_id_index(stores, cfg):
+    """On FerretDB the stack gives every collection's table a GIN index on
+    ``_id`` (bench/README.md, "MongoDB stand-in"); a cold start once skipped
+    it, because PostgreSQL was not answering yet."""
+    import asyncpg
+
+    from harness import with_path
+
+    movies = await stores.mongo.movies()
+    if "ferretdbVersion" not in await movies.database.client.admin.command("buildInfo"):
+        pytest.skip("MongoDB here is not FerretDB")
+    conn = await asyncpg.connect(with_path(cfg.postgres_dsn, "ferretdb"))
+    try:
+        assert await conn.fetchval(
+            "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'stack_ferretdb_id_index'") == 1
+        assert await conn.fetchval(
+            "SELECT count(*) FROM pg_indexes WHERE indexname LIKE '%\\_id\\_gin'") >= 1
+    finally:
+        await conn.close()
+
+
 async def test_redis_round_trip(stores):
     await stores.redis.client.set(stores.redis.keys.prefix + "smoke", "1", ex=60)
     assert await stores.redis.client.get(stores.redis.keys.prefix + "smoke") == b"1"
