@@ -36,7 +36,7 @@ from .masking import _FIELD_NAMES, email_hash, mask, scrub, scrub_detail  # noqa
 from .records import Event
 from .stores.audit import AuditStore
 from .stores.retry import RetryPolicy, RetryStopped
-from .topics import STREAMS
+from .topics import STREAMS, event_topic_names, output_topic_names
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,7 @@ class AuditTrail:
                                             ca_file=cfg.elasticsearch_ca_file)
         if store is None:  # backoff bounds from this configuration
             self.store.retry_policy = RetryPolicy.of(cfg, retry_unknown=False)
-        self.topics = [s.topic_name for s in STREAMS.values()] + [
-            cfg.output_topic("deadletter"), cfg.output_topic("outcomes")]
+        self.topics = event_topic_names(cfg) + output_topic_names(cfg)
         self.indexed = 0
 
     def consumer(self) -> AIOKafkaConsumer:

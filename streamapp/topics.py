@@ -11,7 +11,7 @@ docstring for why.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet
+from typing import Any, Dict, FrozenSet, List
 
 from faust.types import TopicT
 
@@ -50,6 +50,16 @@ TYPES_OF_TOPIC: Dict[str, FrozenSet[str]] = {s.topic_name: s.event_types for s i
 
 #: The account streams: one agent, one PostgreSQL transaction per batch.
 ACCOUNT_STREAMS = ("users", "subscriptions", "payments", "preferences")
+
+
+def event_topic_names(cfg: Settings = settings) -> List[str]:
+    """The topics producers write events to, one per stream."""
+    return [cfg.topic(name) for name in STREAMS]
+
+
+def output_topic_names(cfg: Settings = settings) -> List[str]:
+    """The topics S2 writes to: dead letters and outcomes."""
+    return [cfg.output_topic("deadletter"), cfg.output_topic("outcomes")]
 
 
 def event_topic_config(cfg: Settings = settings) -> Dict[str, str]:

@@ -460,7 +460,7 @@ def expected_vs_tally(summary: dict, tally: dict) -> List[str]:
     return diffs
 
 
-async def _read_topic(cfg, topic: str) -> list:
+async def read_topic(cfg, topic: str) -> list:
     """Every record of ``topic``, from its beginning to its end now."""
     from aiokafka import AIOKafkaConsumer
 
@@ -483,35 +483,31 @@ async def _read_topic(cfg, topic: str) -> list:
 async def catalog_gaps(cfg, stores) -> List[str]:
     """Titles the catalog topic holds that MongoDB lacks (or holds without a
     title): each with its events' partition, offset and type, what S2's
-    outcome messages say of them, and the group's committed offsets; what to
-    look at when a count of movies comes up short (a lost event or a lost
-    write)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    from streamapp.connections import kafka_client_options
+    outcome messages say of them, and the group's (committed, end) offsets
+    per partition; what to look at when a count of movies comes up short (a
+    lost event or a lost write)."""
+    from streamapp.deployment import Deployment
 
     topic = cfg.topic("catalog")
     events: Dict[str, List[tuple]] = {}
-    for r in await _read_topic(cfg, topic):
+    for r in await read_topic(cfg, topic):
         body = json.loads(r.value)
         events.setdefault(body.get("movie_id"), []).append(
             (body.get("event_id"), f"{r.partition}@{r.offset} {body.get('type')}"))
-    admin = AIOKafkaAdminClient(**kafka_client_options(cfg))
-    await admin.start()
-    try:
-        committed = {tp.partition: meta.offset for tp, meta in (
-            await admin.list_consumer_group_offsets(cfg.app_id)).items() if tp.topic == topic}
-    finally:
-        await admin.close()
     movies = await stores.mongo.movies()
     docs = {d["_id"]: d async for d in movies.find({"_id": {"$in": list(events)}})}
     missing = {movie_id: seen for movie_id, seen in events.items()
                if movie_id not in docs or "title" not in docs[movie_id]}
     if not missing:
         return []
+    deployment = Deployment(cfg, stores, cfg.app_id)
+    try:
+        offsets = {tp.partition: marks for tp, marks in (await deployment.offsets([topic])).items()}
+    finally:
+        await deployment.close()
     wanted = {event_id for seen in missing.values() for event_id, _ in seen}
     said: Dict[str, List[str]] = {}
-    for r in await _read_topic(cfg, cfg.output_topic("outcomes")):
+    for r in await read_topic(cfg, cfg.output_topic("outcomes")):
         body = json.loads(r.value)
         for listed in body.get("events", []):
             if listed[0] in wanted:
@@ -521,7 +517,7 @@ async def catalog_gaps(cfg, stores) -> List[str]:
         doc = docs.get(movie_id)
         held = "no document" if doc is None else f"a document without a title: {sorted(doc)}"
         told = [f"{where} outcomes {said.get(event_id, [])}" for event_id, where in seen]
-        gaps.append(f"{movie_id}: {held}; events {told}; committed {committed}")
+        gaps.append(f"{movie_id}: {held}; events {told}; (committed, end) {offsets}")
     return gaps
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..config import Settings, settings
 from ..connections import kafka_client_options
-from ..topics import STREAMS, event_topic_config
+from ..topics import STREAMS, event_topic_config, event_topic_names, output_topic_names
 from .profiles import PROFILES
 from .replay import Replay
 from .world import World
@@ -77,8 +77,7 @@ async def ensure_topics(bootstrap: str, cfg: Settings = settings) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        events = [cfg.topic(name) for name in STREAMS]
-        outputs = [cfg.output_topic("deadletter"), cfg.output_topic("outcomes")]
+        events, outputs = event_topic_names(cfg), output_topic_names(cfg)
         missing = [NewTopic(n, cfg.topic_partitions, cfg.topic_replicas,
                             topic_configs=event_topic_config(cfg) if n in events else {})
                    for n in events + outputs if n not in existing]

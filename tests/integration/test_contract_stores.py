@@ -15,12 +15,12 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from contract.generate import EVENTS, example, spelled
-from harness import api_headers, wait_until
+from harness import api_headers, read_topic, wait_until
 from streamapp import codec
 from streamapp.topics import STREAM_OF_TYPE
 
@@ -59,30 +59,12 @@ async def produce(cfg, events: List[dict], raw: Dict[int, bytes] = None) -> None
 
 
 async def dead_letters(cfg) -> List[dict]:
-    consumer = AIOKafkaConsumer(cfg.output_topic("deadletter"), bootstrap_servers=cfg.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    found = []
-    try:
-        batches = await consumer.getmany(timeout_ms=2000, max_records=10_000)
-        for records in batches.values():
-            for r in records:
-                found.append({"value": r.value, "key": r.key,
-                              **{k: v.decode() for k, v in r.headers}})
-    finally:
-        await consumer.stop()
-    return found
+    return [{"value": r.value, "key": r.key, **{k: v.decode() for k, v in r.headers}}
+            for r in await read_topic(cfg, cfg.output_topic("deadletter"))]
 
 
 async def outcome_messages(cfg) -> List[bytes]:
-    consumer = AIOKafkaConsumer(cfg.output_topic("outcomes"), bootstrap_servers=cfg.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    try:
-        batches = await consumer.getmany(timeout_ms=2000, max_records=100_000)
-        return [r.value for records in batches.values() for r in records]
-    finally:
-        await consumer.stop()
+    return [r.value for r in await read_topic(cfg, cfg.output_topic("outcomes"))]
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +76,12 @@ async def topics(cfg):
     from aiokafka.admin import AIOKafkaAdminClient
 
     from streamapp.simulator.__main__ import ensure_topics
-    from streamapp.topics import STREAMS
+    from streamapp.topics import event_topic_names, output_topic_names
     await ensure_topics(cfg.kafka_bootstrap, cfg)
     admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
     await admin.start()
     try:
-        names = [cfg.topic(name) for name in STREAMS] + [
-            cfg.output_topic("deadletter"), cfg.output_topic("outcomes")]
+        names = event_topic_names(cfg) + output_topic_names(cfg)
 
         async def listed():
             return set(names) <= set(await admin.list_topics())

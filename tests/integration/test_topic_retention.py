@@ -15,7 +15,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from harness import isolated_env, settings_for
 from streamapp.connections import kafka_client_options
 from streamapp.simulator.__main__ import ensure_topics
-from streamapp.topics import STREAMS
+from streamapp.topics import event_topic_names, output_topic_names
 
 pytestmark = pytest.mark.integration
 
@@ -38,16 +38,15 @@ async def retention_of(cfg, names: List[str]) -> Dict[str, Dict[str, str]]:
 
 
 def assert_kept_by_size(cfg, found: Dict[str, Dict[str, str]]) -> None:
-    for name in STREAMS:
-        assert found[cfg.topic(name)] == {
+    for name in event_topic_names(cfg):
+        assert found[name] == {
             "retention.ms": "-1", "retention.bytes": str(cfg.topic_retention_bytes)}, name
-    for name in ("deadletter", "outcomes"):
-        assert found[cfg.output_topic(name)]["retention.ms"] != "-1", name
+    for name in output_topic_names(cfg):
+        assert found[name]["retention.ms"] != "-1", name
 
 
 def all_topics(cfg) -> List[str]:
-    return [cfg.topic(name) for name in STREAMS] + [
-        cfg.output_topic("deadletter"), cfg.output_topic("outcomes")]
+    return event_topic_names(cfg) + output_topic_names(cfg)
 
 
 async def test_topics_a_worker_declares_keep_events_by_size(worker, cfg):
