@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -10,7 +13,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from servers.common import BIND_HOST, RUN, StackError, stack_secret
+from servers.common import BIND_HOST, DATA, RUN, STACK, StackError, say, stack_secret
 from servers.install import apt_install, run
 from servers.process import Server
 
@@ -39,9 +42,29 @@ class Postgres(Server):
     def port(self) -> int:
         return self._port
 
+    @functools.cached_property
+    def elsewhere(self) -> Path | None:
+        """Where PostgreSQL's data dir and socket go when the postgres user
+        cannot reach the stack's directory (a checkout under a private
+        directory, such as ``mktemp -d`` makes as root): a directory of the
+        stack's own under that user's home; None when the stack's is fine."""
+        if not self.run_as:
+            return None
+        try:
+            home = Path(pwd.getpwnam(self.run_as).pw_dir)
+        except KeyError:  # not installed yet
+            return None
+        if subprocess.run(["test", "-x", str(STACK.parent)], user=self.run_as).returncode == 0:
+            return None
+        return home / "streamapp-stacks" / hashlib.sha256(str(STACK).encode()).hexdigest()[:12]
+
+    @property
+    def data(self) -> Path:
+        return self.elsewhere / "data" if self.elsewhere else DATA / self.name
+
     @property
     def socket_dir(self) -> Path:
-        return RUN / "postgres-socket"
+        return self.elsewhere / "socket" if self.elsewhere else RUN / "postgres-socket"
 
     def bindir(self) -> Path:
         """The newest installed /usr/lib/postgresql/<version>/bin (apt-installed if none)."""
@@ -61,6 +84,9 @@ class Postgres(Server):
         self.bindir()
 
     def prepare(self) -> None:
+        if self.elsewhere:
+            say(f"postgres: user {self.run_as!r} cannot reach {STACK}; its data and socket "
+                f"live in {self.elsewhere}")
         for path in (self.data, self.socket_dir):
             path.mkdir(parents=True, exist_ok=True)
             if self.run_as:
