@@ -82,10 +82,9 @@ class Kafka(Server):
         (self.data / "log4j.properties").write_text(KAFKA_LOG4J)
         cluster_id = self.data / "cluster.id"
         if not cluster_id.exists():  # generated once; the log dir is formatted with it
-            cluster_id.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+            cluster_id.write_text(new_cluster_id())
         if not (self.data / "log-dirs" / "meta.properties").exists():
-            run(self.java("kafka.tools.StorageTool", "format", "--ignore-formatted",
-                          "-t", cluster_id.read_text().strip(), "-c", str(self.data / "server.properties")))
+            run(self.java(*format_storage(cluster_id.read_text().strip(), self.data)))
 
     def server_properties(self) -> str:
         return kraft_server_properties(
@@ -245,3 +244,19 @@ log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.request.logger=WARN
 log4j.logger.org.apache.kafka.clients=WARN
 """
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id, as Kafka makes them: never starting with "-",
+    which the storage tool would read as an option (1 start in 64 did)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def format_storage(cluster_id: str, data: Path) -> tuple[str, ...]:
+    """StorageTool arguments that format a node's log dirs once; the id is
+    passed joined to its flag so an id made elsewhere cannot read as an option."""
+    return ("kafka.tools.StorageTool", "format", "--ignore-formatted",
+            f"--cluster-id={cluster_id}", "--config", str(data / "server.properties"))

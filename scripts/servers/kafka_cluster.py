@@ -6,14 +6,12 @@ kafka_under_replicated (through ``stack``; docs/stack.md).
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
-import uuid
 
 from servers.common import BIND_HOST, CACHE, DATA, StackError, port_open
 from servers.install import maven_fetch, run, tool
-from servers.kafka import KAFKA_LOG4J, Kafka, kraft_server_properties
+from servers.kafka import KAFKA_LOG4J, Kafka, format_storage, kraft_server_properties, new_cluster_id
 from servers.process import Server
 
 KAFKA_CLUSTER_PORTS = (19092, 19093, 19094)  # client listeners of kafka-1..3
@@ -93,8 +91,7 @@ class KafkaNode(Server):
         (self.data / "server.properties").write_text(self.server_properties())
         (self.data / "log4j.properties").write_text(KAFKA_LOG4J)
         if not (self.data / "log-dirs" / "meta.properties").exists():
-            run(self.java("kafka.tools.StorageTool", "format", "--ignore-formatted",
-                          "-t", kafka_cluster_id(), "-c", str(self.data / "server.properties")))
+            run(self.java(*format_storage(kafka_cluster_id(), self.data)))
 
     def server_properties(self) -> str:
         voters = ",".join(f"{n}@{BIND_HOST}:{p}" for n, p in enumerate(KAFKA_CONTROLLER_PORTS, start=1))
@@ -136,7 +133,7 @@ def kafka_cluster_id() -> str:
     path = DATA / "kafka-cluster.id"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+        path.write_text(new_cluster_id() + "\n")
     return path.read_text().strip()
 
 KAFKA_NODES: list[KafkaNode] = [KafkaNode(n) for n in (1, 2, 3)]
