@@ -30,6 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from . import metrics
 from .config import Settings
+from .connections import kafka_client_options
 from .stores import Stores
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,11 @@ class Deployment:
 
     async def _clients(self) -> Tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.cfg.kafka_bootstrap,
-                                        request_timeout_ms=5000)
+            admin = AIOKafkaAdminClient(**kafka_client_options(self.cfg), request_timeout_ms=5000)
             await admin.start()
             self._admin = admin
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.cfg.kafka_bootstrap,
+            consumer = AIOKafkaConsumer(**kafka_client_options(self.cfg),
                                         enable_auto_commit=False, request_timeout_ms=5000)
             await consumer.start()
             self._consumer = consumer

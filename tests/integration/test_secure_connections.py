@@ -109,6 +109,28 @@ async def test_pipeline_runs_over_authenticated_connections(secure_env, secure_w
         assert secret not in log
 
 
+async def test_operator_views_read_kafka_over_authenticated_connections(secure_env, secure_worker):
+    """/api/stats/ and /api/health/ ask Kafka for the group's offsets with
+    the worker's own credentials (they once connected without any, and a
+    SASL_SSL-only cluster answered them with nothing)."""
+    import aiohttp
+
+    from harness import api_headers
+
+    base = f"http://127.0.0.1:{secure_worker.port}"
+    async with aiohttp.ClientSession(headers=api_headers(secure_env)) as http:
+        async def consumed():
+            async with http.get(base + "/api/stats/") as response:
+                body = await response.json()
+                return response.status == 200 and body["events_total"] > 0 and body
+        body = await wait_until(consumed, timeout=60, interval=2)
+        assert body, "no committed offsets from Kafka over SASL_SSL"
+        async with http.get(base + "/api/health/") as response:
+            health = await response.json()
+        assert "error" not in health["consumer"], health["consumer"]
+        assert health["consumer"]["topics"], health["consumer"]
+
+
 def password_of(url: str) -> str:
     import urllib.parse
 
