@@ -41,10 +41,8 @@ from tests.system.bench import (
     RESULTS,
     RUNNING,
     Probe,
-    Process,
     bench_env,
     faust_ready_at,
-    free_port,
     machine_info,
     pipeline_env,
     single_run_lock,
@@ -53,6 +51,7 @@ from tests.system.bench import (
     stop_worker,
     tree_usage,
 )
+from tests.system.bench.procs import Process, free_port
 
 #: Largest growth of the median RSS from the minute at half time to the last
 #: minute that still counts as flat.
