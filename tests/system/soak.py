@@ -122,6 +122,19 @@ async def changelog_size(env: Dict[str, str]) -> Tuple[int, float]:
     return records, sum((await topic_bytes(topic, cfg)).values()) / 2**20
 
 
+async def settled_done(probe: Probe, quiet_s: float = 5.0, timeout_s: float = 120.0) -> int:
+    """Events durable once the count has not moved for ``quiet_s``."""
+    deadline, last, since = time.time() + timeout_s, -1, time.time()
+    while time.time() < deadline:
+        done = (await probe.counts())["done"]
+        if done != last:
+            last, since = done, time.time()
+        elif time.time() - since >= quiet_s:
+            break
+        await asyncio.sleep(0.5)
+    return last
+
+
 async def soak(args: argparse.Namespace) -> int:
     tag = f"soak{uuid.uuid4().hex[:6]}"
     work = Path(tempfile.mkdtemp(prefix="streamapp-soak-"))
@@ -146,14 +159,16 @@ async def soak(args: argparse.Namespace) -> int:
             if worker.proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"worker did not start: {worker.tail()}")
             await asyncio.sleep(0.5)
+        probe = Probe(env, titles_expected=0)
+        # The catalog load's events must all be durable before the baseline
+        # is taken; those still in flight would count as live events done.
+        base_done = await settled_done(probe)
         print(f"soak: producing {count} events at {args.rate}/s for {args.minutes} min ...",
               flush=True)
         summary_path = work / "soak-summary.json"
         started = time.time()
         producer = start_producer(env, count, args.rate, 31, summary_path)
-        probe = Probe(env, titles_expected=0)
         done_samples: List[Tuple[float, int]] = []
-        base_done = (await probe.counts())["done"]
         try:
             while producer.poll() is None:
                 if worker.proc.poll() is not None:
