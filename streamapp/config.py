@@ -274,6 +274,12 @@ class Settings:
         """Full name of a topic S2 writes: ``outcomes`` or ``deadletter``."""
         return f"{self.output_topic_prefix or self.topic_prefix}.{name}"
 
+    def rocksdb_table_options(self) -> dict:
+        """Faust's RocksDB ``options`` for one table partition (the sizes above)."""
+        return {"write_buffer_size": self.rocksdb_write_buffer_kb * 2**10,
+                "max_write_buffer_number": 2,
+                "block_cache_size": self.rocksdb_block_cache_mb * 2**20}
+
     def __repr__(self) -> str:
         """Settings without secrets: URL passwords masked, the SASL password left out."""
         from .connections import redact

@@ -65,10 +65,6 @@ if settings.hopping_step_s % settings.tumbling_window_s:
 #: the pane expires (``tables.expiry``), so expiry bounds that memory.
 _pane_expires = timedelta(seconds=settings.hopping_window_s + 2 * settings.hopping_step_s
                           + settings.late_grace_s)
-#: RocksDB per table partition (see ``Settings.rocksdb_write_buffer_kb``).
-_rocksdb = {"write_buffer_size": settings.rocksdb_write_buffer_kb * 2**10,
-            "max_write_buffer_number": 2,
-            "block_cache_size": settings.rocksdb_block_cache_mb * 2**20}
 
 #: Source of a rating record: (partition, offset).
 Source = Tuple[int, int]
@@ -81,7 +77,7 @@ def _no_ratings() -> list:
 
 rating_counts = windowed_table(
     app, "rating-counts", default=_no_ratings, key_type=str,
-    partitions=settings.topic_partitions, options=dict(_rocksdb),
+    partitions=settings.topic_partitions, options=settings.rocksdb_table_options(),
     # The changelog drops what is older than the pane expiry, a segment at a
     # time (``tables.expiry``): segments of two panes keep that bounded.
     extra_topic_configs={"segment.ms": str(2 * settings.hopping_step_s * 1000)},

@@ -19,10 +19,7 @@ from streamapp.config import Settings
 @pytest.fixture
 def options(monkeypatch):
     monkeypatch.delenv("ROCKSDB_BLOCK_CACHE_MB", raising=False)
-    cfg = Settings()
-    return RocksDBOptions(write_buffer_size=cfg.rocksdb_write_buffer_kb * 2**10,
-                          max_write_buffer_number=2,
-                          block_cache_size=cfg.rocksdb_block_cache_mb * 2**20, use_rocksdict=True)
+    return RocksDBOptions(**Settings().rocksdb_table_options(), use_rocksdict=True)
 
 
 def _read_after_compactions(db) -> None:
