@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import importlib
 import json
 import os
 import re
@@ -110,14 +111,18 @@ def web_port(offset: int = 0) -> int:
     return _PORT_LOCK[0] + offset if _PORT_LOCK[0] else free_port()
 
 
-def stack_module():
-    """``scripts/stack.py`` as a module: node control for fault tests."""
+def scripts_module(name: str):
+    """A module of ``scripts/`` (``stack``, ``tools``, ``servers.kafka`` ...),
+    imported as the scripts import each other: with ``scripts/`` on the path."""
     scripts = str(ROOT / "scripts")
     if scripts not in sys.path:
         sys.path.insert(0, scripts)
-    import stack
+    return importlib.import_module(name)
 
-    return stack
+
+def stack_module():
+    """``scripts/stack.py`` as a module: node control for fault tests."""
+    return scripts_module("stack")
 
 
 def cluster_env(tag: str) -> Dict[str, str]:

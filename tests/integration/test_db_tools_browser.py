@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
 
-from harness import ROOT, Worker, free_port, isolated_env, reset_stores, simulate, url_path, wait_until
+from harness import ROOT, Worker, free_port, isolated_env, reset_stores, scripts_module, simulate, url_path, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +29,6 @@ DB_NAME = "streamapp_test_tools"
 REDIS_DB = 12
 ARTIFACTS = ROOT / "test-artifacts" / "db-tools"
 VIEWPORT = {"width": 1400, "height": 900}
-
-
-def tools_module():
-    scripts = str(ROOT / "scripts")
-    if scripts not in sys.path:
-        sys.path.insert(0, scripts)
-    import tools
-
-    return tools
 
 
 async def seed(env, log: Path) -> dict:
@@ -92,7 +82,7 @@ async def db_tools(tmp_path_factory):
         pytest.skip(f"{CHROMIUM} is not installed (Debian package 'chromium')")
     if not (shutil.which("node") and shutil.which("npm")):
         pytest.skip("Node.js and npm are not installed (mongo-express, redis-commander)")
-    tools = tools_module()
+    tools = scripts_module("tools")
     await asyncio.to_thread(tools.install)  # cached after the first run
     env = isolated_env(database=DB_NAME, redis_db=REDIS_DB)
     state = tmp_path_factory.mktemp("db-tools")

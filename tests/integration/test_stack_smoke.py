@@ -128,25 +128,19 @@ def test_kafka_storage_formats_with_any_cluster_id(tmp_path):
     64 drew an id beginning with "-", which the storage tool took for an option
     and refused, so the stack never came up (a CI run failed that way)."""
     import subprocess
-    import sys
 
-    from harness import ROOT
+    from harness import scripts_module
 
-    scripts = str(ROOT / "scripts")
-    if scripts not in sys.path:
-        sys.path.insert(0, scripts)
-    from servers.common import CACHE
-    from servers.install import tool
-    from servers.kafka import format_storage, kraft_server_properties, new_cluster_id
-
-    assert not any(new_cluster_id().startswith("-") for _ in range(2000))
-    (tmp_path / "server.properties").write_text(kraft_server_properties(
+    kafka = scripts_module("servers.kafka")
+    assert not any(kafka.new_cluster_id().startswith("-") for _ in range(2000))
+    (tmp_path / "server.properties").write_text(kafka.kraft_server_properties(
         node_id=1, voters="1@127.0.0.1:1", port=2, controller=1,
         log_dirs=tmp_path / "log-dirs", replicas=1))
     cluster_id = "-15gWNxUSsavThY2H0MxIg"  # the id of the failed run
     result = subprocess.run(
-        [tool("java", "openjdk-17-jre-headless"), "-Xmx128m", "-cp", f"{CACHE / 'kafka' / 'lib'}/*",
-         *format_storage(cluster_id, tmp_path)], capture_output=True, text=True, timeout=120)
+        [kafka.tool("java", "openjdk-17-jre-headless"), "-Xmx128m",
+         "-cp", f"{kafka.CACHE / 'kafka' / 'lib'}/*", *kafka.format_storage(cluster_id, tmp_path)],
+        capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     meta = (tmp_path / "log-dirs" / "meta.properties").read_text()
     assert f"cluster.id={cluster_id}" in meta
