@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Tuple
 import psutil
 
 from streamapp.allocator import with_jemalloc
-from tests.harness import FAUST_WORKER, drop_namespaces, reset_stores, simulate
+from tests.harness import FAUST_WORKER, drop_namespaces, reset_stores, simulate, wait_until
 from tests.system.bench import (
     RESULTS,
     RUNNING,
@@ -124,15 +124,13 @@ async def changelog_size(env: Dict[str, str]) -> Tuple[int, float]:
 
 async def settled_done(probe: Probe, quiet_s: float = 5.0, timeout_s: float = 120.0) -> int:
     """Events durable once the count has not moved for ``quiet_s``."""
-    deadline, last, since = time.time() + timeout_s, -1, time.time()
-    while time.time() < deadline:
-        done = (await probe.counts())["done"]
-        if done != last:
-            last, since = done, time.time()
-        elif time.time() - since >= quiet_s:
-            break
-        await asyncio.sleep(0.5)
-    return last
+    seen = {"done": -1}
+
+    async def still() -> bool:
+        before, seen["done"] = seen["done"], (await probe.counts())["done"]
+        return seen["done"] == before
+    await wait_until(still, timeout=timeout_s, interval=quiet_s)
+    return seen["done"]
 
 
 async def soak(args: argparse.Namespace) -> int:
