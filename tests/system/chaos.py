@@ -103,6 +103,15 @@ def stop_redis_then_postgres(worker: Worker, env: Dict[str, str]) -> None:
         time.sleep(3)
 
 
+def kill_mongodb(worker: Worker, env: Dict[str, str]) -> None:
+    """kill -9 of the MongoDB server mid-stream: what it acknowledged must be
+    there when it is back (for a stand-in, that its writes are durable)."""
+    time.sleep(3)  # the catalog load is under way
+    stack("kill", "mongodb")
+    time.sleep(8)
+    stack("up", "mongodb")
+
+
 def restart_broker(worker: Worker, env: Dict[str, str]) -> None:
     time.sleep(8)
     stack("down", "kafka")
@@ -124,6 +133,8 @@ SCENARIOS = {
         "audit_down_whole_run", ["--count", "6000", "--seed", "23"], nothing,
         before=lambda: stack("down", "opensearch"),
         after=lambda: stack("up", "opensearch")),
+    "mongodb_kill9": lambda: run_scenario(
+        "mongodb_kill9", ["--count", "12000", "--rate", "300", "--seed", "25"], kill_mongodb),
     "broker_restart": lambda: run_scenario(
         "broker_restart", ["--count", "8000", "--rate", "400", "--seed", "24"],
         restart_broker),
