@@ -14,7 +14,7 @@ export STACK_PROFILE
 # The app's connection settings for that profile, for targets that start app processes.
 APP_ENV = app_env=$$($(STACK) env --export) && eval "$$app_env" &&
 
-.PHONY: tools tools-down run test lint typecheck test-fast chaos cluster-chaos bench bench-scaling soak audit venv browser services-up services-down services-status services-wipe services-env worker simulate clean
+.PHONY: tools tools-down run test lint typecheck test-fast chaos cluster-chaos bench bench-mongodb bench-scaling soak audit venv browser services-up services-down services-status services-wipe services-env worker simulate clean
 
 ## run: install, bring the stack up, start the workers (WORKERS=1), the audit trail and the simulator, print the URLs
 WORKERS ?= 1
@@ -60,6 +60,10 @@ soak: venv services-up
 ## bench: ceiling vs pass-through vs full pipeline vs per-event baseline
 bench: venv services-up
 	$(PY) -m tests.system.bench
+
+## bench-mongodb: make bench, plus pass 3 and title writes on FerretDB and SecantusDB side by side
+bench-mongodb: venv services-up
+	$(PY) -m tests.system.bench --compare-mongodb ferretdb,secantus
 
 ## bench-scaling: 1 and 2 workers on the cluster profile, and latency through a broker kill
 bench-scaling: venv

@@ -31,11 +31,15 @@ Results: ``bench/results/latest.json`` and ``bench/results/latest.png``;
 ``bench/README.md`` explains them.  ``--profile`` instead runs only the
 pipeline pass, its worker under pyinstrument, and writes
 ``bench/results/profile.txt`` (the worker's call tree, then the same with
-Faust's frames shown) and ``profile.json``.
+Faust's frames shown) and ``profile.json``.  ``--compare-mongodb secantus``
+(or ``ferretdb``) then also starts that MongoDB server next to the stack's
+and runs pass 3 and the title pass on each, in alternating rounds
+(``mongodb_comparison`` in the JSON).
 
     python -m tests.system.bench [--count N] [--seed S] [--per-event-budget S]
                                  [--latency-seconds S] [--max-seconds S]
                                  [--profile] [--keep] [--out DIR]
+                                 [--compare-mongodb SERVERS] [--compare-rounds N]
 """
 from __future__ import annotations
 

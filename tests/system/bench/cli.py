@@ -56,6 +56,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5,
                    help="rounds of passes 2, peer and 3, alternating; ratios use the median"
                         " rate of each (default 5)")
+    p.add_argument("--compare-mongodb", default="", metavar="SERVERS",
+                   type=lambda v: [f for f in v.split(",") if f],
+                   help="comma-separated MongoDB servers (ferretdb, secantus, mongod) to compare"
+                        " with the stack's: each is started on a free port, then pass 3 and the"
+                        " title pass run on each in alternating rounds (mongodb_comparison)")
+    p.add_argument("--compare-rounds", type=int, default=3,
+                   help="rounds of pass 3 per server for --compare-mongodb (default 3)")
     p.add_argument("--out", default=str(RESULTS))
 
     c = sub.add_parser("ceiling", help=argparse.SUPPRESS)

@@ -172,14 +172,15 @@ class CpuAccount:
             return "worker"
         if "streamapp.audit" in " ".join(proc.info.get("cmdline") or []):
             return "audit (S3, its own process)"
-        if proc.pid in mine:
-            return "benchmark (this process, producers)"
         name = (proc.info.get("name") or "").lower()
         cmd = " ".join(proc.info.get("cmdline") or []).lower()
+        # Before "mine": --compare-mongodb starts MongoDB servers as children.
         if "ferretdb" in name:
             return "ferretdb (mongodb)"
         if name.startswith(("secantusd", "mongod")):
             return f"{name} (mongodb)"
+        if proc.pid in mine:
+            return "benchmark (this process, producers)"
         if name.startswith("postgres"):
             # FerretDB on PostgreSQL keeps its collections in the "ferretdb" database.
             return "postgres (ferretdb's backend)" if " ferretdb " in f" {cmd} " else "postgres"

@@ -18,6 +18,7 @@ from tests.harness import ROOT, drop_namespaces, reset_stores, settings_for, sim
 from tests.system.bench.ceiling import pass_ceiling
 from tests.system.bench.common import ROUND_TIMEOUT_S, bench_env, say
 from tests.system.bench.latency import pass_latency
+from tests.system.bench.mongo_compare import compare_mongodb
 from tests.system.bench.passthrough import pass_passthrough
 from tests.system.bench.peer import PEER, pass_peer_passthrough
 from tests.system.bench.per_event import pass_per_event, per_event_env
@@ -159,6 +160,8 @@ class BenchRun:
         await self.pipeline()
         if "mongo_titles" in args.passes:
             await self.attempt("mongo_titles", pass_mongo_titles(self.base))
+        if args.compare_mongodb:
+            await self.compare_mongodb()
 
     async def passthroughs(self, suffix: str) -> None:
         """Pass 2 and the peer pass (Quix Streams), one after the other."""
@@ -227,6 +230,31 @@ class BenchRun:
             env, RUNNING["pipeline"], rate_for_latency * 0.5,
             args.latency_seconds, args.seed + 1, self.work,
             audit_wait=max(0.0, min(90.0, left))))
+
+    async def compare_mongodb(self) -> None:
+        """``--compare-mongodb``: pass 3 and the title pass on each MongoDB server."""
+        args = self.args
+
+        async def pipeline_round(name: str, env: dict) -> Optional[dict]:
+            try:
+                return await run_pipeline(name, pipeline_env(env, self.tag, name, self.work),
+                                          self.summary, None, min(args.timeout, ROUND_TIMEOUT_S),
+                                          self.work)
+            finally:
+                stop_worker(name)
+
+        say(f"comparing MongoDB servers: {', '.join(args.compare_mongodb)} ...")
+        try:
+            self.results["mongodb_comparison"] = await compare_mongodb(
+                self.base, args.compare_mongodb, args.compare_rounds, self.work, pipeline_round)
+        except Exception as exc:
+            self.failed = True
+            traceback.print_exc()
+            self.results["mongodb_comparison"] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+            return
+        for name, entry in self.results["mongodb_comparison"]["servers"].items():
+            say(f"mongodb {name}: pipeline median {entry['median_pipeline_events_per_s']} events/s, "
+                f"title upserts {entry['title_upserts_per_s']}/s")
 
     async def clean_up(self) -> None:
         for name in list(RUNNING):
