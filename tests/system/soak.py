@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -180,6 +181,9 @@ async def soak(args: argparse.Namespace) -> int:
                 await asyncio.sleep(5.0)
         finally:
             await probe.close()
+            if producer.poll() is None:  # stopped early: the producer must not go on
+                producer.kill()
+                producer.wait()
         if producer.returncode != 0:
             raise RuntimeError("soak producer failed")
         produced = json.loads(summary_path.read_text())
@@ -292,6 +296,10 @@ def draw(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.system.soak", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -303,6 +311,9 @@ def main(argv=None) -> int:
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="set in the worker's environment (repeatable)")
     args = p.parse_args(argv)
+    # SIGTERM (a stopped job, `kill`) leaves through the finally blocks, which
+    # stop the worker and the producer, instead of leaving them running.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     lock = single_run_lock()
     if lock is None:
         print("soak: a benchmark is running on this machine (.stack/bench.lock)", flush=True)
