@@ -182,14 +182,18 @@ class BenchRun:
             await self.passthroughs(f"_{round_}")
             await reset_stores(self.base)
             name = f"pipeline_{round_}"
-            try:
-                done = await self.attempt(name, run_pipeline(
-                    name, pipeline_env(self.base, self.tag, name, self.work), self.summary, None,
-                    min(args.timeout, ROUND_TIMEOUT_S), self.work))
-                if done:  # the last round carries the details; keep the rates
-                    done.pop("counts_over_time", None)
-            finally:
-                stop_worker(name)
+            done = await self.attempt(name, self.pipeline_round(name, self.base))
+            if done:  # the last round carries the details; keep the rates
+                done.pop("counts_over_time", None)
+
+    async def pipeline_round(self, name: str, base: dict) -> dict:
+        """One earlier round of pass 3 on ``base``'s stores, its worker stopped after it."""
+        try:
+            return await run_pipeline(name, pipeline_env(base, self.tag, name, self.work),
+                                      self.summary, None,
+                                      min(self.args.timeout, ROUND_TIMEOUT_S), self.work)
+        finally:
+            stop_worker(name)
 
     async def per_event(self) -> None:
         await reset_stores(self.base)
@@ -235,20 +239,11 @@ class BenchRun:
     async def compare_mongodb(self) -> None:
         """``--compare-mongodb``: pass 3 and the title pass on each MongoDB server."""
         args = self.args
-
-        async def pipeline_round(name: str, env: dict) -> Optional[dict]:
-            try:
-                return await run_pipeline(name, pipeline_env(env, self.tag, name, self.work),
-                                          self.summary, None, min(args.timeout, ROUND_TIMEOUT_S),
-                                          self.work)
-            finally:
-                stop_worker(name)
-
         say(f"comparing MongoDB servers: {', '.join(args.compare_mongodb)} ...")
         started = time.monotonic()
         try:
             self.results["mongodb_comparison"] = await compare_mongodb(
-                self.base, args.compare_mongodb, args.compare_rounds, self.work, pipeline_round)
+                self.base, args.compare_mongodb, args.compare_rounds, self.work, self.pipeline_round)
         except Exception as exc:
             self.failed = True
             traceback.print_exc()
