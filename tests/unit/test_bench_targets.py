@@ -47,8 +47,9 @@ def test_p99_at_250_ms_misses():
     assert verdicts(results_with([0.9], KINDS_OK, 0.25))["p99"] is False
 
 
-def test_comparison_rounds_alternate_and_take_medians(monkeypatch, tmp_path):
-    """Without starting anything: the stack's server is the only one named."""
+def test_comparison_rounds_and_medians_on_the_stack_server(monkeypatch, tmp_path):
+    """Without starting anything: the stack's server is the only one named, so
+    this holds the rounds, medians and title rate, not the alternation."""
     calls = []
 
     async def info(url):
