@@ -1,7 +1,8 @@
 """PostgreSQL: users, subscriptions, payments, preferences and ratings.
 
 One transaction per batch, a handful of set-based statements per transaction
-(``INSERT ... SELECT FROM unnest(...)``), whatever the batch size.  The
+(``INSERT ... SELECT FROM unnest(...)``), whatever the batch size; a ratings
+batch is a single statement, so a single round trip.  The
 ``applied_events`` ledger makes every account event apply exactly once;
 ratings use their own primary key the same way.  Migrations are versioned
 SQL files applied at start under an advisory lock, so several workers can
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from importlib import resources
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -20,7 +20,7 @@ import asyncpg
 
 from ..records import Event
 from .base import StoreBase
-from .postgres_accounts import Conn, apply_accounts, claim, columns, infer_users
+from .postgres_accounts import Conn, apply_accounts, claim, columns
 
 log = logging.getLogger(__name__)
 
@@ -93,39 +93,21 @@ class PostgresStore(StoreBase):
         every event id the (partition, offset) it was stored from (None for
         rows older than the source columns).
         """
-        pool = await self.pool()
-        async with pool.acquire() as conn, conn.transaction():
-            await infer_users(conn, {e.user_id for e in events}, events)
-            at = [sources.get(e.event_id, (None, None)) for e in events]
-            new_rows = await conn.fetch(
-                """INSERT INTO ratings (event_id, user_id, movie_id, score, occurred_at,
-                                        src_partition, src_offset)
-                   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[],
-                                        $5::timestamptz[], $6::integer[], $7::bigint[])
-                   ON CONFLICT (event_id) DO NOTHING
-                   RETURNING movie_id, score""",
-                *columns(events, "event_id", "user_id", "movie_id", "score", "occurred_at"),
-                [p for p, _ in at], [o for _, o in at])
-            added: Dict[str, List[int]] = defaultdict(lambda: [0, 0])
-            for row in new_rows:
-                added[row["movie_id"]][0] += 1
-                added[row["movie_id"]][1] += row["score"]
-            if added:
-                await conn.execute(
-                    """INSERT INTO title_rating_totals AS t (movie_id, votes, score_sum)
-                       SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
-                       ON CONFLICT (movie_id) DO UPDATE
-                       SET votes = t.votes + EXCLUDED.votes,
-                           score_sum = t.score_sum + EXCLUDED.score_sum""",
-                    list(added), [v[0] for v in added.values()], [v[1] for v in added.values()])
-            totals = await _totals(conn, sorted({e.movie_id for e in events}))
-            stored = await conn.fetch(
-                "SELECT event_id::text, src_partition, src_offset FROM ratings"
-                " WHERE event_id = ANY($1::uuid[])", [e.event_id for e in events])
-            first = {r["event_id"]: (None if r["src_offset"] is None
-                                     else (r["src_partition"], r["src_offset"]))
-                     for r in stored}
-            return totals, {e.event_id: first.get(e.event_id) for e in events}
+        if not events:
+            return {}, {}
+        at = [sources.get(e.event_id, (None, None)) for e in events]
+        rows = await (await self.pool()).fetch(
+            _WRITE_RATINGS,
+            *columns(events, "event_id", "user_id", "movie_id", "score", "occurred_at"),
+            [p for p, _ in at], [o for _, o in at], max(e.occurred_at for e in events))
+        totals: Dict[str, Tuple[int, int]] = {}
+        first: Dict[str, Optional[Source]] = {}
+        for kind, key, a, b in rows:
+            if kind == "t":
+                totals[key] = (a, b)
+            else:
+                first[key] = None if b is None else (a, b)
+        return totals, {e.event_id: first.get(e.event_id) for e in events}
 
     async def title_totals(self, movie_ids: Optional[Sequence[str]] = None
                            ) -> Dict[str, Tuple[int, int]]:
@@ -135,6 +117,51 @@ class PostgresStore(StoreBase):
         if movie_ids is None:
             return found
         return {movie: found.get(movie, (0, 0)) for movie in movie_ids}
+
+
+#: ``write_ratings`` in one statement, so one round trip (and its own
+#: transaction): placeholder users for raters not seen yet (in ``user_id``
+#: order, as ``infer_users``, so concurrent batches lock rows in one order),
+#: the ratings not stored before, the totals they add to, then rows of two
+#: kinds: ``t`` (title, votes, score sum) for every title of the batch, and
+#: ``s`` (event id, partition, offset) with the source each event was first
+#: stored from.  The statement's CTEs all see the tables as they were before
+#: it, so a title's totals are the upsert's result when the batch added to
+#: them and the stored row otherwise, and an event's source is the one just
+#: inserted or the one stored before; the foreign key from ``ratings`` to
+#: ``users`` is checked at the end of the statement, after the placeholders.
+_WRITE_RATINGS = """
+    WITH batch AS (
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[],
+                             $5::timestamptz[], $6::integer[], $7::bigint[])
+            AS b(event_id, user_id, movie_id, score, occurred_at, src_partition, src_offset)
+    ), inferred AS (
+        INSERT INTO users (user_id, inferred, updated_at)
+        SELECT DISTINCT user_id, true, $8::timestamptz FROM batch ORDER BY user_id
+        ON CONFLICT (user_id) DO NOTHING
+    ), inserted AS (
+        INSERT INTO ratings (event_id, user_id, movie_id, score, occurred_at,
+                             src_partition, src_offset)
+        SELECT * FROM batch
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id, movie_id, score, src_partition, src_offset
+    ), added AS (
+        INSERT INTO title_rating_totals AS t (movie_id, votes, score_sum)
+        SELECT movie_id, count(*), sum(score) FROM inserted GROUP BY movie_id ORDER BY movie_id
+        ON CONFLICT (movie_id) DO UPDATE
+        SET votes = t.votes + EXCLUDED.votes, score_sum = t.score_sum + EXCLUDED.score_sum
+        RETURNING movie_id, votes, score_sum
+    )
+    SELECT 't' AS kind, movie_id AS key, votes AS a, score_sum AS b FROM added
+    UNION ALL
+    SELECT 't', t.movie_id, t.votes, t.score_sum FROM title_rating_totals t
+    WHERE t.movie_id IN (SELECT movie_id FROM batch)
+      AND t.movie_id NOT IN (SELECT movie_id FROM added)
+    UNION ALL
+    SELECT 's', event_id::text, src_partition, src_offset FROM inserted
+    UNION ALL
+    SELECT 's', r.event_id::text, r.src_partition, r.src_offset FROM ratings r
+    WHERE r.event_id IN (SELECT event_id FROM batch)"""
 
 
 async def _totals(db: Union[Conn, asyncpg.Pool],
