@@ -30,6 +30,22 @@ _MIGRATION_LOCK = 0x5742_4D47  # any constant shared by all workers
 Source = Tuple[int, int]
 
 
+class _Connection(asyncpg.Connection):
+    """A connection that needs no reset query when it goes back to the pool.
+
+    asyncpg resets every released connection with a round trip (unlock
+    advisory locks, close cursors, unlisten, reset settings), one more per
+    batch.  This store's connections leave none of that behind: its only
+    lock is the migration's transaction lock, it sets nothing, listens to
+    nothing, and keeps no cursor past a transaction.  A transaction left
+    open is still rolled back on release (asyncpg does that whatever the
+    query).
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class PostgresStore(StoreBase):
     name = "postgres"
 
@@ -45,7 +61,7 @@ class PostgresStore(StoreBase):
         async with self._connecting:
             if self._pool is None:
                 pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4,
-                                                 command_timeout=30)
+                                                 command_timeout=30, connection_class=_Connection)
                 try:
                     async with pool.acquire() as conn:
                         if self._migrate:

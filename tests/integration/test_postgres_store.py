@@ -70,3 +70,16 @@ async def test_a_known_user_is_not_turned_into_a_placeholder(stores):
 async def test_an_empty_batch_writes_nothing(stores):
     assert await stores.postgres.write_ratings([], {}) == ({}, {})
 
+
+async def test_a_connection_released_inside_a_transaction_comes_back_rolled_back(stores):
+    pool = await stores.postgres.pool()
+    user = f"pg-rt4-{uuid.uuid4().hex[:8]}"
+    async with pool.acquire() as conn:
+        await conn.execute("BEGIN")
+        await conn.execute("INSERT INTO users (user_id, inferred, updated_at)"
+                           " VALUES ($1, true, now())", user)
+        assert conn.is_in_transaction()
+    for _ in range(4):  # every connection of the pool (max_size 4)
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+    assert await pool.fetchval("SELECT count(*) FROM users WHERE user_id = $1", user) == 0
