@@ -71,9 +71,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     return args
 
 
-async def ensure_topics(bootstrap: str, cfg: Settings = settings) -> None:
+async def ensure_topics(cfg: Settings = settings) -> None:
     """Create our topics with the configured partition count if missing."""
-    admin = AIOKafkaAdminClient(**kafka_client_options(cfg, bootstrap))
+    admin = AIOKafkaAdminClient(**kafka_client_options(cfg))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -96,7 +96,7 @@ def source(args: argparse.Namespace, replay_fh: Optional[BinaryIO]) -> Union[Wor
 
 async def produce(args: argparse.Namespace) -> dict:
     if not args.dry_run:
-        await ensure_topics(settings.kafka_bootstrap)
+        await ensure_topics()
     replay_fh = open(args.replay, "rb") if args.replay else None
     record_fh = open(args.record, "wb") if args.record else None
     world = source(args, replay_fh)

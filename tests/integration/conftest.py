@@ -59,12 +59,11 @@ async def app(clean_stores):
     import agents.ratings
     import agents.sessions  # noqa: F401
     from streamapp.app import app as faust_app
-    from streamapp.config import settings
     from streamapp.simulator.__main__ import ensure_topics
 
     faust_app.finalize()
     faust_app.flow_control.resume()
-    await ensure_topics(settings.kafka_bootstrap)
+    await ensure_topics()
     await faust_app.producer.start()
     yield faust_app
     await faust_app.producer.stop()

@@ -77,7 +77,7 @@ async def topics(cfg):
 
     from streamapp.simulator.__main__ import ensure_topics
     from streamapp.topics import event_topic_names, output_topic_names
-    await ensure_topics(cfg.kafka_bootstrap, cfg)
+    await ensure_topics(cfg)
     admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
     await admin.start()
     try:

@@ -66,9 +66,9 @@ async def secure_env():
     # with the admin client the simulator uses): a worker that creates them
     # itself can miss one in its first assignment (seen once: the ratings
     # topic, created 100 ms before the assignment, stayed unassigned).
-    subprocess.run([sys.executable, "-c", "import asyncio; from streamapp.config import settings; "
+    subprocess.run([sys.executable, "-c", "import asyncio; "
                     "from streamapp.simulator.__main__ import ensure_topics; "
-                    "asyncio.run(ensure_topics(settings.kafka_bootstrap))"],
+                    "asyncio.run(ensure_topics())"],
                    cwd=ROOT, env={**os.environ, **secure}, check=True, timeout=60)
     yield secure
 

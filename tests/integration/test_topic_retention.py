@@ -55,5 +55,5 @@ async def test_topics_a_worker_declares_keep_events_by_size(worker, cfg):
 
 async def test_topics_the_simulator_makes_keep_events_by_size():
     cfg = settings_for({**isolated_env(), "TOPIC_RETENTION_BYTES": str(64 << 20)})
-    await ensure_topics(cfg.kafka_bootstrap, cfg)
+    await ensure_topics(cfg)
     assert_kept_by_size(cfg, await retention_of(cfg, all_topics(cfg)))
