@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from harness import Worker, api_headers, isolated_env, reset_stores, settings_for, simulate, stores_for, wait_until
+from streamapp.connections import kafka_client_options
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ async def produce_person(cfg) -> None:
     wire = {"type": "user.registered", "schema_version": 1, "event_id": EVENT_ID,
             "occurred_at": datetime.now(timezone.utc).isoformat(), "user_id": USER_ID,
             "email": EMAIL, "display_name": NAME, "country": "NR", "birth_year": 1955}
-    producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**kafka_client_options(cfg), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(cfg.topic("users"), key=USER_ID.encode(),

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from contract.generate import EVENTS, example, spelled
 from harness import api_headers, read_topic, wait_until
 from streamapp import codec
+from streamapp.connections import kafka_client_options
 from streamapp.topics import STREAM_OF_TYPE
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,7 @@ NAME = "Jane Private Doe"
 async def produce(cfg, events: List[dict], raw: Dict[int, bytes] = None) -> None:
     """Send wire dicts as the page says: key = user_id or movie_id, record
     timestamp = occurred_at, acks=all, the murmur2 partitioner (aiokafka's)."""
-    producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(**kafka_client_options(cfg), acks="all",
                                 enable_idempotence=True, max_request_size=1024 * 1024)
     await producer.start()
     try:
@@ -78,7 +79,7 @@ async def topics(cfg):
     from streamapp.simulator.__main__ import ensure_topics
     from streamapp.topics import event_topic_names, output_topic_names
     await ensure_topics(cfg)
-    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_options(cfg))
     await admin.start()
     try:
         names = event_topic_names(cfg) + output_topic_names(cfg)
