@@ -5,9 +5,15 @@ The consumer is Faust's own object, built by a real app and never started:
 these are its bookkeeping rules, the part that decides what gets committed.
 """
 import asyncio
+import time
+import types
 
+import aiokafka
 import faust
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.consumer.fetcher import OffsetResetStrategy
+from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
 from faust.types import TP, Message
 
 from streamapp.consumer import SafeAckConsumer
@@ -182,3 +188,29 @@ async def test_a_seek_during_a_rebalance_leaves_the_flow_to_faust(consumer):
     consumer._seek_to_committed = seek
     await asyncio.wait_for(consumer.perform_seek(), 1)
     assert seen == ["seek"] and not consumer.flow_active
+
+
+async def test_the_livelock_check_skips_a_partition_without_a_fetch_position(consumer):
+    """A partition being reset to its first offset has no position yet:
+    Faust's check asserted on it and crashed the worker."""
+    kafka = aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+    try:
+        kafka.assign([TopicPartition(TOPIC, 0)])
+        # Started, the consumer's fetcher shares its subscription state.
+        kafka._fetcher = types.SimpleNamespace(_subscriptions=kafka._subscription)
+        consumer._thread._consumer = kafka
+        # Fetched from before, then sent back to its first offset: no position.
+        state = kafka._subscription.subscription.assignment.state_value(TopicPartition(TOPIC, 0))
+        state.timestamp = time.time() * 1000
+        state.await_reset(OffsetResetStrategy.EARLIEST)
+        consumer._thread.time_started = time.monotonic()
+        assert not consumer.fetch_position_known(tp)
+        with pytest.raises(AssertionError):  # Faust's own check, unguarded
+            FaustConsumer.verify_event_path(consumer, time.monotonic(), tp)
+        consumer.verify_event_path(time.monotonic(), tp)  # skipped, no crash
+        state.seek(5)
+        assert consumer.fetch_position_known(tp)
+    finally:
+        consumer._thread._consumer = None
+        kafka._fetcher = None
+        await kafka.stop()
